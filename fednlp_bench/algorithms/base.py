@@ -1,0 +1,201 @@
+"""The public base class of FL algorithms (built-in and plugins take the same path).
+
+An algorithm is one class holding both halves (STYLE.md, after FedJAX/pfl):
+
+* the **client half** - :meth:`Algorithm.client_update` trains the shared model in
+  place on one client's data, starting from the broadcast global weights. The
+  default runs :meth:`ClientContext.train`; hooks :meth:`client_loss` and
+  :meth:`after_client_step` cover FedProx- and SCAFFOLD-style changes.
+* the **server half** - :meth:`Algorithm.server_update` turns the weighted mean
+  of the client deltas into new global weights (FedAvg: add it; FedOpt: feed
+  it to a server optimiser as a pseudo-gradient).
+
+Parameters travel as flat fp32 vectors. The engine keeps one model per worker
+whose trainable parameters are views into one flat buffer, so loading the
+broadcast is a single ``copy_`` and the client delta is one subtraction; the
+aggregate is a running weighted sum (memory O(model), not O(clients x model)).
+
+Hyper-parameters are a frozen dataclass in the class attribute ``HParams``;
+``--set algorithm.<field>=value`` fills it. Server state is whatever
+:meth:`state_dict` returns (tensors and JSON-able values), for checkpointing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class NoHParams:
+    """For algorithms without hyper-parameters."""
+
+
+@dataclass
+class ClientResult:
+    """What a client sends back besides its model delta.
+
+    ``weight`` scales the client's delta in the weighted mean (FedAvg: its
+    number of training examples). ``extras`` are flat tensors the engine
+    averages over clients (unweighted), e.g. SCAFFOLD's control-variate deltas.
+    """
+
+    weight: float
+    n_examples: int
+    n_steps: int
+    loss: float
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Aggregate:
+    """The server's view of a round: weighted mean delta and averaged extras."""
+
+    mean_delta: torch.Tensor
+    extras: dict[str, torch.Tensor]
+    n_clients: int
+    total_weight: float
+    round: int
+
+
+class ClientContext:
+    """Everything the client half may use; built by the engine for each client.
+
+    Attributes: ``model`` (trainable parameters are views of ``params``),
+    ``params`` (flat local weights, starts equal to ``global_params``),
+    ``grads`` (flat gradient buffer, views of each parameter's ``.grad``),
+    ``global_params`` (the broadcast, read-only), ``client_id``, ``round``,
+    ``n_examples``, ``device``, and the local schedule via :meth:`batches`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        params: torch.Tensor,
+        grads: torch.Tensor,
+        global_params: torch.Tensor,
+        client_id: int,
+        round: int,
+        n_examples: int,
+        batches: Callable[[], Iterator[dict[str, torch.Tensor]]],
+        make_optimizer: Callable[[], torch.optim.Optimizer],
+        autocast: Callable[[], Any],
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.grads = grads
+        self.global_params = global_params
+        self.client_id = client_id
+        self.round = round
+        self.n_examples = n_examples
+        self._batches = batches
+        self.make_optimizer = make_optimizer
+        self.autocast = autocast
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The client's local schedule (local epochs or steps), batches on the device."""
+        return self._batches()
+
+    def train(
+        self,
+        loss_hook: Callable[["ClientContext", torch.Tensor], torch.Tensor] | None = None,
+        after_step: Callable[["ClientContext"], None] | None = None,
+    ) -> tuple[int, float]:
+        """Plain local training; returns (steps, mean loss). Raises on a non-finite loss."""
+        optimizer = self.make_optimizer()
+        self.model.train()
+        steps, total = 0, 0.0
+        for batch in self.batches():
+            with self.autocast():
+                loss = self.model(**batch).loss
+            if loss_hook is not None:
+                loss = loss_hook(self, loss)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at local step {steps}")
+            self.grads.zero_()
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step(self)
+            steps += 1
+            total += float(loss.detach())
+        return steps, total / max(steps, 1)
+
+
+class Algorithm:
+    """Base class of FL algorithms. Subclass, set ``name``/``HParams``, override hooks."""
+
+    name: ClassVar[str] = ""
+    HParams: ClassVar[type] = NoHParams
+    paper: ClassVar[str] = ""
+    #: flat vectors broadcast besides the weights (SCAFFOLD: 1), for byte accounting
+    extra_broadcast_vectors: ClassVar[int] = 0
+
+    def __init__(self, hparams: Any = None) -> None:
+        self.hparams = hparams if hparams is not None else self.HParams()
+
+    # --- construction ---------------------------------------------------------
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Algorithm":
+        """Build from ``--set algorithm.x=...`` values, rejecting unknown names and bad types."""
+        from fednlp_bench.config import ConfigError
+
+        fields = {f.name: f for f in dataclasses.fields(cls.HParams)}
+        for key in params:
+            if key not in fields:
+                allowed = ", ".join(fields) or "none"
+                raise ConfigError(f"algorithm '{cls.name}' has no hyper-parameter '{key}' (allowed: {allowed})")
+        values = {}
+        for key, value in params.items():
+            default = getattr(cls.HParams(), key)
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if default is not None and type(value) is not type(default):
+                raise ConfigError(
+                    f"algorithm.{key} must be {type(default).__name__}, got {value!r} for algorithm '{cls.name}'"
+                )
+            values[key] = value
+        hp = cls.HParams(**values)
+        cls.check_hparams(hp)
+        return cls(hp)
+
+    @classmethod
+    def check_hparams(cls, hparams: Any) -> None:
+        """Raise ``ConfigError`` for out-of-range values; override per algorithm."""
+
+    def hparams_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.hparams)
+
+    # --- server half ----------------------------------------------------------
+    def init_server(self, global_params: torch.Tensor) -> None:
+        """Create server state (optimiser moments, control variates...)."""
+
+    def server_update(self, global_params: torch.Tensor, agg: Aggregate) -> None:
+        """Update ``global_params`` in place from the round's aggregate. FedAvg: add the mean delta."""
+        global_params.add_(agg.mean_delta)
+
+    # --- client half ----------------------------------------------------------
+    def client_update(self, ctx: ClientContext) -> ClientResult:
+        """Train ``ctx.model`` in place; the engine reads the delta from ``ctx.params``."""
+        steps, loss = ctx.train(self.client_loss, self.after_client_step)
+        return ClientResult(weight=float(ctx.n_examples), n_examples=ctx.n_examples, n_steps=steps, loss=loss)
+
+    def client_loss(self, ctx: ClientContext, loss: torch.Tensor) -> torch.Tensor:
+        """Hook: change the local loss (FedProx adds its proximal term here)."""
+        return loss
+
+    def after_client_step(self, ctx: ClientContext) -> None:  # noqa: B027 - optional hook
+        """Hook: runs after each local optimiser step (SCAFFOLD corrects here)."""
+
+    def process_update(self, delta: torch.Tensor, ctx: ClientContext, result: ClientResult) -> None:  # noqa: B027
+        """Hook: transform the client's delta in place before aggregation (clipping, normalising)."""
+
+    # --- checkpointing --------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
+        pass

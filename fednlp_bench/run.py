@@ -1,0 +1,269 @@
+"""One benchmark run, end to end: data -> partition -> features -> rounds -> record.
+
+The data flow is one-directional (ARCHITECTURE.md): the task adapter loads and
+caches the dataset, the partitioner splits row indices, the adapter tokenizes
+once (cached), the simulator trains, and a result record is written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import partitioners
+import tasks
+from fednlp_bench import algorithms, provenance, sampling
+from fednlp_bench.algorithms import CENTRALIZED
+from fednlp_bench.batching import TokenizedData
+from fednlp_bench.config import ConfigError, RunConfig
+from fednlp_bench.engine import RunError, Simulator, World, pick_device
+from fednlp_bench.io_utils import atomic_write_json
+from fednlp_bench.models import load_tokenizer, resolve_model
+from fednlp_bench.paths import cache_dir
+from fednlp_bench.record import SCHEMA_VERSION, validate
+from fednlp_bench.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    task: Any
+    dsd: Any
+    train: TokenizedData
+    test: TokenizedData
+    info: dict
+    pad_id: int
+    model_path: str
+
+
+def _subsample(ds, limit: int | None, seed: int):
+    if limit is None or limit >= len(ds):
+        return ds
+    rows = np.sort(np.random.default_rng([seed, limit]).choice(len(ds), size=limit, replace=False))
+    # flatten so that Arrow column reads (ds.data) see only the selected rows
+    return ds.select(rows).flatten_indices()
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load (cached), subsample and tokenize (cached) the run's dataset."""
+    task = tasks.get(cfg.task)
+    dsd = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
+    dsd["train"] = _subsample(dsd["train"], cfg.data.max_train, cfg.data.split_seed)
+    dsd["test"] = _subsample(dsd["test"], cfg.data.max_test, cfg.data.split_seed + 1)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(cfg.model)
+    key = f"{cfg.dataset}-{cfg.data.split_seed}-{cfg.data.test_fraction}"
+    train = task.featurize(dsd["train"], tokenizer, cfg.data.max_len, key + f"-train-{cfg.data.max_train}")
+    test = task.featurize(dsd["test"], tokenizer, cfg.data.max_len, key + f"-test-{cfg.data.max_test}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path)
+
+
+def make_partition(cfg: RunConfig, prep: Prepared) -> partitioners.Partition:
+    """Split train and test rows into clients with the configured partitioner."""
+    p = partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
+                          **cfg.partition.params)
+    needs = set(getattr(p, "requires", ()))
+    train_ds, test_ds = prep.dsd["train"], prep.dsd["test"]
+    kwargs: dict[str, Any] = {
+        "train_labels": prep.task.label_for_partition(train_ds),
+        "test_labels": prep.task.label_for_partition(test_ds),
+    }
+    if "groups" in needs:
+        kwargs["train_groups"] = prep.task.groups_for_partition(train_ds)
+        kwargs["test_groups"] = prep.task.groups_for_partition(test_ds)
+        if kwargs["train_groups"] is None:
+            raise ConfigError(f"partition 'natural' needs a group column; dataset '{cfg.dataset}' has none")
+    if "features" in needs:
+        from partitioners.embeddings import sentence_embeddings
+
+        emb_dir = cache_dir() / "embeddings"
+        kwargs["train_features"] = sentence_embeddings(prep.task.texts_for_embedding(train_ds),
+                                                       resolve_model("minilm-l6"), emb_dir)
+        kwargs["test_features"] = sentence_embeddings(prep.task.texts_for_embedding(test_ds),
+                                                      resolve_model("minilm-l6"), emb_dir)
+    return p.split_train_test(**kwargs)
+
+
+def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
+    """Label counts per client (for heatmaps), sizes and the mean JS divergence to the prior."""
+    labels = np.asarray(task.label_for_partition(train_ds))
+    names, codes = np.unique(labels, return_inverse=True)
+    info = task.info(train_ds)
+    label_names = info.get("label_names")
+    if label_names is None or len(label_names) != len(names):
+        label_names = [str(n) for n in names]
+    counts = [np.bincount(codes[rows], minlength=len(names)).tolist() for rows in parts]
+    stats: dict[str, Any] = {"label_names": label_names, "label_counts": counts,
+                             "sizes": [int(len(r)) for r in parts]}
+    try:
+        from partitioners.stats import mean_js_divergence
+
+        stats["mean_js"] = float(mean_js_divergence(parts, labels))
+    except ImportError:
+        pass
+    return stats
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    alg = Path(cfg.algorithm.name.split(":")[-1]).stem if ":" in cfg.algorithm.name else cfg.algorithm.name
+    return f"{now}-{cfg.task}-{alg}-{uuid.uuid4().hex[:8]}"
+
+
+def resolve_algorithm(cfg: RunConfig) -> algorithms.Algorithm | None:
+    if cfg.algorithm.name == CENTRALIZED:
+        if cfg.algorithm.params:
+            raise ConfigError(f"algorithm 'centralized' takes no hyper-parameters, got {sorted(cfg.algorithm.params)}")
+        return None
+    return algorithms.get(cfg.algorithm.name).from_params(cfg.algorithm.params)
+
+
+def validate_up_front(cfg: RunConfig) -> algorithms.Algorithm | None:
+    """Checks that need registries, before any data is prepared or a file written."""
+    tasks.get(cfg.task)
+    sampling.get(cfg.fl.sampler)
+    alg = resolve_algorithm(cfg)
+    if alg is not None:
+        partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
+                          **cfg.partition.params)
+    return alg
+
+
+def run(cfg: RunConfig) -> tuple[dict, Path | None]:
+    """Run one configuration and write its result record. Returns (record, path)."""
+    t_start = time.perf_counter()
+    algorithm = validate_up_front(cfg)
+    world = World.current()
+    device = pick_device(cfg.device)
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.size))
+    prep = prepare(cfg)
+    run_id = new_run_id(cfg)
+
+    if algorithm is None:
+        client_train, client_test = [np.arange(len(prep.train))], []
+        part_rec = {"method": "none", "n_clients": 1, "params": {}}
+    else:
+        part = make_partition(cfg, prep)
+        client_train, client_test = part.train, part.test
+        part_rec = {
+            "method": cfg.partition.method,
+            "n_clients": len(client_train),
+            "params": part.spec.get("params", {}),
+            "stats": partition_stats(prep.task, prep.dsd["train"], client_train),
+        }
+        if cfg.fl.clients_per_round > len(client_train):
+            raise ConfigError(
+                f"fl.clients_per_round ({cfg.fl.clients_per_round}) exceeds the {len(client_train)} clients "
+                f"the partition produced"
+            )
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # deterministic head initialisation
+        model = prep.task.build_model(prep.model_path, prep.info)
+
+    tracker = Tracker(cfg.wandb if world.is_main else "disabled", cfg.results_dir, run_id, cfg.to_dict())
+    progress = None
+    if cfg.progress and world.is_main:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.fl.rounds, desc=f"{cfg.task}/{cfg.algorithm.name}", unit="round", leave=False)
+
+    primary = prep.task.primary_metric
+
+    def on_eval(row: dict) -> None:
+        tracker.log(row)
+        if progress is not None:
+            progress.set_postfix({primary: f"{row[primary]:.4f}"})
+
+    sim = Simulator(cfg, prep.task, model, prep.train, prep.test, client_train, client_test,
+                    algorithm, prep.pad_id, device, world, on_eval=on_eval,
+                    on_round=(lambda r: progress.update(1)) if progress is not None else None)
+    try:
+        initial = sim.evaluate(0) if world.is_main else {}
+        if algorithm is None:
+            sim.run_centralized()
+        else:
+            sim.run_federated()
+        final, per_client = sim.per_client_metrics() if world.is_main else ({}, {})
+    finally:
+        if progress is not None:
+            progress.close()
+    if not world.is_main:
+        tracker.finish()
+        return {}, None
+
+    costs = sim.state.costs
+    wall = time.perf_counter() - t_start
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": cfg.task,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "partition": part_rec,
+        "algorithm": {
+            "name": CENTRALIZED if algorithm is None else (algorithm.name or cfg.algorithm.name),
+            "hparams": {} if algorithm is None else algorithm.hparams_dict(),
+            "source": cfg.algorithm.name,
+        },
+        "fl": {
+            "rounds": cfg.fl.rounds,
+            "clients_per_round": 1 if algorithm is None else cfg.fl.clients_per_round,
+            "local_epochs": cfg.fl.local_epochs,
+            "local_steps": cfg.fl.local_steps,
+            "batch_size": cfg.fl.batch_size,
+            "client_lr": cfg.fl.client_lr,
+            "weight_decay": cfg.fl.weight_decay,
+            "sampler": cfg.fl.sampler,
+            "eval_every": cfg.fl.eval_every,
+            "n_train": len(prep.train),
+            "n_test": len(prep.test),
+        },
+        "metrics": {
+            "primary": primary,
+            "initial": {k: v for k, v in initial.items() if k != "round"},
+            "final": final,
+            "per_round": sim.state.per_round,
+            "per_client": per_client,
+            "failed_clients": [vars(f) for f in sim.state.failures],
+        },
+        "cost": {
+            "wall_seconds": round(wall, 3),
+            "client_compute_seconds": round(costs.client_compute_seconds, 3),
+            "eval_seconds": round(costs.eval_seconds, 3),
+            "bytes_up": int(costs.bytes_up),
+            "bytes_down": int(costs.bytes_down),
+            "bytes_up_per_round": int(costs.bytes_up // cfg.fl.rounds),
+            "bytes_down_per_round": int(costs.bytes_down // cfg.fl.rounds),
+            "train_examples": costs.train_examples,
+            "train_tokens": costs.train_tokens,
+            "padded_tokens": costs.padded_tokens,
+            "local_steps": costs.local_steps,
+            "n_params": int(sim.global_params.numel()),
+            "world_size": world.size,
+        },
+        "provenance": provenance.collect(device),
+        "config": cfg.to_dict(),
+    }
+    tracker.summary({f"final/{k}": v for k, v in final.items()})
+    record["provenance"]["wandb_dir"] = tracker.run_dir
+    tracker.finish()
+    validate(record)
+    path = atomic_write_json(Path(cfg.results_dir) / f"{run_id}.json", record)
+    return record, path
+
+
+__all__ = ["run", "prepare", "make_partition", "RunError", "ConfigError"]

