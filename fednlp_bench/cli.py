@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Sequence
 
+import numpy as np
+
 from fednlp_bench import __version__
 
 
@@ -24,7 +26,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="fedavg, centralized, ... (see `fednlp-bench list`) or path/to/file.py:ClassName")
     p.add_argument("--partition", default=None, help="partitioner: uniform, dirichlet_label, quantity, ...")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--results-dir", default=None, help="where the result record goes (default results/)")
+    p.add_argument("--results-dir", "--out", dest="results_dir", default=None,
+                   help="where the result record goes (default results/)")
     p.add_argument("--wandb", default=None, choices=("offline", "online", "disabled"),
                    help="Weights & Biases mode (default offline)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
@@ -94,6 +97,62 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_partition(args) -> int:
+    """Partition a dataset and write statistics + pictures (no training)."""
+    from partitioners.stats import write_report
+
+    from fednlp_bench.run import load_splits, make_partition
+
+    if args.clients is not None:
+        args.overrides.append(f"partition.n_clients={args.clients}")
+    args.overrides.append("fl.clients_per_round=1")
+    cfg = _resolve(args)
+    task, dsd = load_splits(cfg)
+    part = make_partition(cfg, task, dsd)
+    labels = task.label_for_partition(dsd["train"])
+    sizes = part.sizes("train")
+    print(f"{cfg.partition.method} on {cfg.task}/{cfg.dataset}: {part.n_clients} clients, "
+          f"train sizes min/median/max {sizes.min()}/{int(np.median(sizes))}/{sizes.max()}")
+    if args.plot:
+        paths = write_report(part.train, labels, args.plot)
+        for name, path in sorted(paths.items()):
+            print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    """Print a short table of result records (newest per configuration)."""
+    import glob
+
+    rows = {}
+    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+            key = (rec["task"], rec["dataset"], rec["algorithm"]["name"], rec["partition"]["method"],
+                   json.dumps(rec["partition"].get("params", {}), sort_keys=True), rec.get("preset"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if args.task and rec["task"] != args.task:
+            continue
+        if key not in rows or rec["created"] >= rows[key]["created"]:
+            rows[key] = rec
+    if not rows:
+        print(f"no result records in {args.results}")
+        return 0
+    print(f"{'task/dataset':<18} {'algorithm':<12} {'partition':<28} {'metric':<9} {'untrained':>9} "
+          f"{'final':>7} {'wall s':>7}")
+    for key in sorted(rows, key=lambda k: (k[0], k[1], k[2] != "centralized", k[3], k[4], k[2])):
+        rec = rows[key]
+        m = rec["metrics"]
+        params = ",".join(f"{k}={v}" for k, v in rec["partition"].get("params", {}).items())
+        part = rec["partition"]["method"] + (f"({params})" if params else "")
+        print(f"{rec['task'] + '/' + rec['dataset']:<18} {rec['algorithm']['name']:<12} {part:<28} "
+              f"{m['primary']:<9} {m.get('initial', {}).get(m['primary'], float('nan')):>9.4f} "
+              f"{m['final'][m['primary']]:>7.4f} {rec['cost']['wall_seconds']:>7.1f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fednlp-bench", description="Federated NLP benchmark suite.")
     parser.add_argument("--version", action="version", version=f"fednlp-bench {__version__}")
@@ -106,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="prepare and cache a dataset (download/convert + tokenize)")
     _add_run_args(p)
     p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("partition", help="partition a dataset and write statistics and plots")
+    _add_run_args(p)
+    p.add_argument("--clients", type=int, default=None, help="number of clients (partition.n_clients)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write label bars, client x client JSD heat map, size histogram and summary.json here")
+    p.set_defaults(func=cmd_partition)
+    p = sub.add_parser("table", help="print a short table of result records")
+    p.add_argument("--results", default="results", help="directory of result records")
+    p.add_argument("--task", default=None, help="only this task")
+    p.set_defaults(func=cmd_table)
     p = sub.add_parser("list", help="list tasks, algorithms (with plugin sources), partitioners, samplers")
     p.set_defaults(func=cmd_list)
     try:
@@ -136,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()
     except ImportError:
         pass
     try:

@@ -55,10 +55,7 @@ def _subsample(ds, limit: int | None, seed: int):
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load (cached), subsample and tokenize (cached) the run's dataset."""
-    task = tasks.get(cfg.task)
-    dsd = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
-    dsd["train"] = _subsample(dsd["train"], cfg.data.max_train, cfg.data.split_seed)
-    dsd["test"] = _subsample(dsd["test"], cfg.data.max_test, cfg.data.split_seed + 1)
+    task, dsd = load_splits(cfg)
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
     key = f"{cfg.dataset}-{cfg.data.split_seed}-{cfg.data.test_fraction}"
@@ -68,30 +65,40 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path)
 
 
-def make_partition(cfg: RunConfig, prep: Prepared) -> partitioners.Partition:
-    """Split train and test rows into clients with the configured partitioner."""
+def load_splits(cfg: RunConfig):
+    """The task adapter and its (cached, subsampled) ``DatasetDict``."""
+    task = tasks.get(cfg.task)
+    dsd = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
+    dsd["train"] = _subsample(dsd["train"], cfg.data.max_train, cfg.data.split_seed)
+    dsd["test"] = _subsample(dsd["test"], cfg.data.max_test, cfg.data.split_seed + 1)
+    return task, dsd
+
+
+def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
+    """Split train and test rows into clients with the configured partitioner (cached by spec)."""
+    from partitioners.cache import load_or_split
+
     p = partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
                           **cfg.partition.params)
     needs = set(getattr(p, "requires", ()))
-    train_ds, test_ds = prep.dsd["train"], prep.dsd["test"]
+    train_ds, test_ds = dsd["train"], dsd["test"]
     kwargs: dict[str, Any] = {
-        "train_labels": prep.task.label_for_partition(train_ds),
-        "test_labels": prep.task.label_for_partition(test_ds),
+        "train_labels": task.label_for_partition(train_ds),
+        "test_labels": task.label_for_partition(test_ds),
     }
     if "groups" in needs:
-        kwargs["train_groups"] = prep.task.groups_for_partition(train_ds)
-        kwargs["test_groups"] = prep.task.groups_for_partition(test_ds)
+        kwargs["train_groups"] = task.groups_for_partition(train_ds)
+        kwargs["test_groups"] = task.groups_for_partition(test_ds)
         if kwargs["train_groups"] is None:
             raise ConfigError(f"partition 'natural' needs a group column; dataset '{cfg.dataset}' has none")
     if "features" in needs:
         from partitioners.embeddings import sentence_embeddings
 
         emb_dir = cache_dir() / "embeddings"
-        kwargs["train_features"] = sentence_embeddings(prep.task.texts_for_embedding(train_ds),
-                                                       resolve_model("minilm-l6"), emb_dir)
-        kwargs["test_features"] = sentence_embeddings(prep.task.texts_for_embedding(test_ds),
-                                                      resolve_model("minilm-l6"), emb_dir)
-    return p.split_train_test(**kwargs)
+        model_dir = resolve_model("minilm-l6")
+        kwargs["train_features"] = sentence_embeddings(task.texts_for_embedding(train_ds), model_dir, emb_dir)
+        kwargs["test_features"] = sentence_embeddings(task.texts_for_embedding(test_ds), model_dir, emb_dir)
+    return load_or_split(p, cache_dir() / "partitions", key_extra=f"{cfg.task}/{cfg.dataset}", **kwargs)
 
 
 def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
         client_train, client_test = [np.arange(len(prep.train))], []
         part_rec = {"method": "none", "n_clients": 1, "params": {}}
     else:
-        part = make_partition(cfg, prep)
+        part = make_partition(cfg, prep.task, prep.dsd)
         client_train, client_test = part.train, part.test
         part_rec = {
             "method": cfg.partition.method,

@@ -1,0 +1,14 @@
+"""Leaderboard: turn result records into README.md + index.html + plots, and accept submissions.
+
+>>> from pathlib import Path
+>>> from fednlp_bench.leaderboard import build, submit
+>>> # submit(Path("run.json"), Path("leaderboard/results"))
+>>> # report = build([Path("leaderboard/results")], Path("leaderboard"))
+"""
+from __future__ import annotations
+
+from fednlp_bench.leaderboard.build import BuildReport, build
+from fednlp_bench.leaderboard.load import Skipped
+from fednlp_bench.leaderboard.submit import record_digest, submit, submission_name
+
+__all__ = ["BuildReport", "Skipped", "build", "record_digest", "submission_name", "submit"]
