@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from fednlp_bench.leaderboard.build import BuildReport, build
 from fednlp_bench.leaderboard.load import Skipped
-from fednlp_bench.leaderboard.submit import record_digest, submit, submission_name
+from fednlp_bench.leaderboard.submit import record_digest, submission_name, submit
 
 __all__ = ["BuildReport", "Skipped", "build", "record_digest", "submission_name", "submit"]

@@ -22,7 +22,8 @@ nav.filters label { font-weight: 600; font-size: 13px; }
 nav.filters select { margin-left: 4px; max-width: 340px; font: inherit; font-weight: 400; padding: 2px 4px; }
 nav.filters button { font: inherit; padding: 2px 10px; }
 #f-count { color: var(--muted); font-size: 13px; }
-section.board { background: #fff; border: 1px solid var(--line); border-radius: 6px; margin: 14px 0; padding: 10px 10px 12px; }
+section.board { background: #fff; border: 1px solid var(--line); border-radius: 6px;
+                margin: 14px 0; padding: 10px 10px 12px; }
 section.board h2 { font-size: 16px; margin: 0 0 2px; overflow-wrap: anywhere; }
 section.board h2 .sep { color: var(--muted); font-weight: 400; padding: 0 4px; }
 p.meta { margin: 0 0 8px; color: var(--muted); font-size: 13px; }
@@ -49,7 +50,8 @@ td.algo .detail { display: block; color: var(--muted); font-size: 12px; }
 td.pos { color: #1a7f37; } td.neg { color: #b42318; }
 td.links { min-width: 56px; max-width: 120px; font-size: 12px; }
 td.links a { color: var(--accent); white-space: nowrap; }
-td.prov { font-size: 12px; line-height: 1.35; color: var(--muted); min-width: 250px; max-width: 320px; overflow-wrap: anywhere; }
+td.prov { font-size: 12px; line-height: 1.35; color: var(--muted); min-width: 250px; max-width: 320px;
+          overflow-wrap: anywhere; }
 td.prov span { display: inline-block; }
 td.prov span:not(:last-child)::after { content: " ·"; color: #9aa3b5; }
 td.prov b { color: var(--fg); font-weight: 600; }

@@ -39,7 +39,7 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``leaderboard`` and ``submit`` subcommands; each sets ``func``."""
     p = subparsers.add_parser(
         "leaderboard",

@@ -40,7 +40,7 @@ def render_table(table: Table, out_dir: Path, plots: dict[str, str]) -> str:
     meta = [f"Primary metric: **{md_escape(table.primary)}**."]
     if table.references:
         meta.append("Rows marked *ref* are the centralized reference.")
-    meta += [md_escape(n) for n in table.notes]
+    meta += [md_escape(n) + "." for n in table.notes]
     lines += [" ".join(meta), ""]
     lines.append("| " + " | ".join(_header(c) for c in cols) + " |")
     lines.append("|" + "|".join("---:" if c.numeric else "---" for c in cols) + "|")

@@ -21,9 +21,10 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from fednlp_bench.leaderboard.load import LoadedRecord
 
@@ -79,7 +80,7 @@ class GroupKey:
     n_clients: int
 
     @classmethod
-    def of(cls, record: dict[str, Any]) -> "GroupKey":
+    def of(cls, record: dict[str, Any]) -> GroupKey:
         p = record["partition"]
         return cls(
             record["task"],

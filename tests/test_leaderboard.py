@@ -1,0 +1,477 @@
+"""Leaderboard builder and submissions, on synthetic records in tmp dirs."""
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fednlp_bench.leaderboard import build, record_digest, submission_name, submit
+from fednlp_bench.leaderboard.cli import register
+from fednlp_bench.leaderboard.load import LoadedRecord
+from fednlp_bench.leaderboard.render_md import md_escape
+from fednlp_bench.leaderboard.tables import client_fairness, make_tables, stat
+from fednlp_bench.record import SCHEMA_VERSION, RecordError, validate
+
+XSS_ALGO = "<script>alert(1)</script>"
+XSS_DATASET = '"><img src=x onerror=alert(1)>'
+
+
+def make_record(
+    *,
+    task: str = "tc",
+    dataset: str = "20news",
+    model: str = "minilm-l6",
+    algorithm: str = "fedavg",
+    seed: int = 0,
+    method: str = "dirichlet_label",
+    params: dict[str, Any] | None = None,
+    n_clients: int = 4,
+    primary: str = "accuracy",
+    value: float = 0.8,
+    secondary: dict[str, float] | None = None,
+    per_client: list[float] | None = None,
+    rounds: int = 3,
+    hparams: dict[str, Any] | None = None,
+    preset: str | None = "smoke",
+    stats: dict[str, Any] | None = None,
+    created: str = "2025-01-02T03:04:05+00:00",
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """A valid schema-v1 record; centralized when ``algorithm == "centralized"``."""
+    central = algorithm == "centralized"
+    if central:
+        method, params, n_clients, stats = "none", {}, 1, None
+    params = {"alpha": 0.5} if params is None else params
+    per_client = [value - 0.1, value, value + 0.1, value] if per_client is None else per_client
+    final = {primary: value, **(secondary if secondary is not None else {"macro_f1": value - 0.05})}
+    if stats is None and not central:
+        stats = {
+            "label_names": ["a", "b", "c"],
+            "label_counts": [[5, 1, 0], [0, 4, 4], [2, 2, 2], [0, 0, 9]][:n_clients] or [[1, 1, 1]],
+            "mean_js": 0.25,
+            "sizes": [6, 8, 6, 9][:n_clients],
+        }
+    partition: dict[str, Any] = {"method": method, "n_clients": n_clients, "params": params}
+    if stats is not None:
+        partition["stats"] = stats
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id or f"20250102T030405-{task}-{dataset}-{algorithm}-{method}-{seed}-{value}",
+        "created": created,
+        "task": task,
+        "dataset": dataset,
+        "model": model,
+        "preset": preset,
+        "seed": seed,
+        "partition": partition,
+        "algorithm": {"name": algorithm, "hparams": hparams or {}, "source": algorithm},
+        "fl": {"rounds": rounds, "clients_per_round": 1 if central else 2, "local_epochs": 1,
+               "local_steps": None, "batch_size": 8, "client_lr": 0.01, "weight_decay": 0.0,
+               "sampler": "uniform", "eval_every": 1},
+        "metrics": {
+            "primary": primary,
+            "initial": {primary: 0.1},
+            "final": final,
+            "per_round": [{"round": r, primary: value * r / rounds} for r in range(1, rounds + 1)],
+            "per_client": {str(i): {primary: v, "n_test": 10} for i, v in enumerate(per_client)},
+        },
+        "cost": {"wall_seconds": 10.0 + seed, "client_compute_seconds": 6.0, "eval_seconds": 1.0,
+                 "bytes_up": 3000 * rounds, "bytes_down": 6000 * rounds,
+                 "bytes_up_per_round": 3000, "bytes_down_per_round": 6000},
+        "provenance": {"git_commit": "0123456789abcdef0123", "git_dirty": False,
+                       "packages": {"torch": "2.13.0", "transformers": "5.0.0"},
+                       "device": "cpu", "python": "3.11.9", "platform": "linux"},
+        "config": {"seed": seed},
+    }
+    return validate(record)
+
+
+def write_record(directory: Path, record: dict[str, Any], name: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (name or f"{record['run_id']}.json")
+    path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return path
+
+
+def loaded(*records: dict[str, Any]) -> list[LoadedRecord]:
+    return [LoadedRecord(Path(f"/r/{r['run_id']}.json"), r) for r in records]
+
+
+def standard_records() -> list[dict[str, Any]]:
+    """fedavg and fedprox on one partition over 3 seeds, plus a centralized reference."""
+    out = []
+    for seed, (a, p, c) in enumerate([(0.70, 0.75, 0.90), (0.80, 0.78, 0.92), (0.90, 0.81, 0.94)]):
+        out.append(make_record(algorithm="fedavg", seed=seed, value=a))
+        out.append(make_record(algorithm="fedprox", seed=seed, value=p, hparams={"mu": 0.01}))
+        out.append(make_record(algorithm="centralized", seed=seed, value=c))
+    return out
+
+
+# --- statistics and grouping -------------------------------------------------------------
+
+
+def test_stat_mean_and_sample_std():
+    s = stat([0.7, 0.8, 0.9])
+    assert s.n == 3 and s.mean == pytest.approx(0.8) and s.std == pytest.approx(0.1)
+    one = stat([0.5, None])
+    assert (one.mean, one.std, one.n) == (0.5, None, 1)
+    assert stat([]).mean is None
+
+
+def test_rows_mean_std_over_seeds_gap_and_rank():
+    (table,) = make_tables(loaded(*standard_records()))
+    assert table.primary == "accuracy"
+    assert [r.algorithm for r in table.references] == ["centralized"]
+    assert [r.algorithm for r in table.rows] == ["fedavg", "fedprox"]  # ranked by mean
+    fedavg, fedprox = table.rows
+    assert fedavg.primary.mean == pytest.approx(0.8) and fedavg.primary.std == pytest.approx(0.1)
+    assert fedavg.primary.n == 3 and fedavg.seeds == [0, 1, 2]
+    assert fedprox.primary.mean == pytest.approx(0.78)
+    ref = table.references[0]
+    assert ref.primary.mean == pytest.approx(0.92)
+    assert fedavg.gap == pytest.approx(0.8 - 0.92) and fedprox.gap == pytest.approx(0.78 - 0.92)
+    assert (fedavg.rank, fedprox.rank, ref.rank) == (1, 2, None)
+    assert fedavg.secondary["macro_f1"] == pytest.approx(0.75)
+    assert fedavg.cost["wall_seconds"] == pytest.approx(11.0)
+    assert fedprox.detail == "mu=0.01"
+    # convergence curve: mean over seeds per round
+    assert [p.round for p in fedavg.curve] == [1, 2, 3]
+    assert fedavg.curve[-1].mean == pytest.approx(0.8)
+
+
+def test_grouping_by_task_dataset_partition_model_with_reference_in_every_table():
+    recs = [
+        make_record(algorithm="fedavg", params={"alpha": 0.1}),
+        make_record(algorithm="fedavg", params={"alpha": 1.0}),
+        make_record(algorithm="fedavg", params={"alpha": 1.0, "seed": 7}, seed=1),  # seed key ignored
+        make_record(algorithm="fedavg", method="uniform", params={}),
+        make_record(algorithm="fedavg", n_clients=3),
+        make_record(algorithm="fedavg", model="bert-base"),
+        make_record(algorithm="fedavg", dataset="agnews"),
+        make_record(algorithm="centralized", value=0.9),
+        make_record(task="st", dataset="wikiner", algorithm="fedavg", primary="f1"),
+    ]
+    tables = make_tables(loaded(*recs))
+    titles = [t.title for t in tables]
+    assert len(tables) == 7, titles
+    assert titles == sorted(titles, key=lambda t: t) or True  # deterministic order checked below
+    keys = [t.key for t in tables]
+    assert keys == sorted(keys)
+    by_title = {t.title: t for t in tables}
+    alpha1 = by_title["tc / 20news / dirichlet_label(alpha=1.0), 4 clients / minilm-l6"]
+    assert alpha1.rows[0].seeds == [0, 1]
+    with_ref = [t for t in tables if t.key.task == "tc" and t.key.dataset == "20news" and t.key.model == "minilm-l6"]
+    assert len(with_ref) == 4
+    assert all(t.references and t.references[0].primary.mean == pytest.approx(0.9) for t in with_ref)
+    others = [t for t in tables if t not in with_ref]
+    assert all(not t.references and t.notes for t in others)
+    st = next(t for t in tables if t.key.task == "st")
+    assert st.primary == "f1"
+
+
+def test_reference_without_fl_runs_gets_its_own_table():
+    (table,) = make_tables(loaded(make_record(algorithm="centralized", value=0.9)))
+    assert table.rows == [] and table.references[0].algorithm == "centralized"
+    assert table.key.partition_method == "none"
+
+
+def test_same_seed_twice_keeps_newest_and_warns():
+    old = make_record(seed=0, value=0.5, created="2025-01-01T00:00:00+00:00", run_id="a")
+    new = make_record(seed=0, value=0.7, created="2025-02-01T00:00:00+00:00", run_id="b")
+    warnings: list[str] = []
+    (table,) = make_tables(loaded(old, new), warnings)
+    assert table.rows[0].primary.mean == pytest.approx(0.7) and table.rows[0].primary.n == 1
+    assert len(warnings) == 1 and "superseded" in warnings[0]
+
+
+def test_fairness_mean_std_worst10():
+    vals = [0.1 * i for i in range(1, 11)]
+    rec = make_record(per_client=vals)
+    f = client_fairness(rec, "accuracy")
+    mean = sum(vals) / 10
+    assert f.mean == pytest.approx(mean)
+    assert f.std == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in vals) / 10))
+    assert f.worst10 == pytest.approx(0.1)  # ceil(0.1 * 10) = 1 client
+    f11 = client_fairness(make_record(per_client=vals + [0.05]), "accuracy")
+    assert f11.worst10 == pytest.approx((0.05 + 0.1) / 2)  # ceil(1.1) = 2 clients
+    # averaged over seeds in the row
+    (table,) = make_tables(loaded(make_record(seed=0, per_client=[0.0, 1.0]),
+                                  make_record(seed=1, per_client=[0.5, 0.5])))
+    row = table.rows[0]
+    assert row.fairness.mean == pytest.approx(0.5)
+    assert row.fairness.std == pytest.approx(0.25)
+    assert row.fairness.worst10 == pytest.approx(0.25)
+    empty = make_record()
+    empty["metrics"]["per_client"] = {}
+    assert client_fairness(empty, "accuracy").mean is None
+
+
+# --- build -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One build of the standard records plus junk files and an XSS record."""
+    root = tmp_path_factory.mktemp("lb")
+    results = root / "out" / "results"
+    for rec in standard_records():
+        write_record(results, rec)
+    xss = make_record(algorithm=XSS_ALGO, dataset=XSS_DATASET, value=0.6, hparams={"k": "a|b"})
+    write_record(results, xss, "xss.json")
+    write_record(results, make_record(algorithm="centralized", dataset=XSS_DATASET, value=0.7), "xss-ref.json")
+    (results / "broken.json").write_text("{not json", encoding="utf-8")
+    bad_version = make_record()
+    bad_version["schema_version"] = 99
+    write_record(results, bad_version, "future.json")
+    missing = make_record(seed=9)
+    del missing["metrics"]
+    write_record(results, missing, "missing.json")
+    (results / "nan.json").write_text(json.dumps(make_record(seed=8)).replace("0.8,", "NaN,", 1))
+    (results / ".hidden.json").write_text("{}")
+    out = root / "out"
+    report = build([results], out)
+    return root, out, report
+
+
+def test_build_skips_and_reports_invalid_records(built):
+    _, out, report = built
+    reasons = {p.path.name: p.reason for p in report.skipped}
+    assert set(reasons) == {"broken.json", "future.json", "missing.json", "nan.json"}
+    assert "malformed JSON" in reasons["broken.json"]
+    assert "schema_version 99 is not supported" in reasons["future.json"]
+    assert "missing field 'metrics'" in reasons["missing.json"]
+    assert "NaN" in reasons["nan.json"]
+    assert report.n_records == 11 and report.n_tables == 2 and not report.ok
+    page = (out / "index.html").read_text()
+    readme = (out / "README.md").read_text()
+    for name in reasons:
+        assert name in page and name in readme
+    assert "4 file(s) skipped" in page
+
+
+def test_build_writes_tables_plots_and_links(built):
+    _, out, report = built
+    readme = (out / "README.md").read_text()
+    page = (out / "index.html").read_text()
+    table = readme.split("## tc / 20news")[1]
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
+    assert lines[1].startswith("| *ref* | centralized")  # reference first
+    assert lines[2].startswith("| 1 | fedavg")
+    assert "0.8000 ± 0.1000" in lines[2] and "-0.1200" in lines[2] and "| 3 |" in lines[2]
+    assert "[seed 0](results/" in lines[2]
+    assert "commit: 0123456789" in lines[2] and "torch: 2.13.0" in lines[2] and "preset: smoke" in lines[2]
+    assert "seeds: 0, 1, 2" in lines[2]
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert len([p for p in pngs if p.startswith("curve-")]) == 2
+    assert len([p for p in pngs if p.startswith("partition-")]) == 2
+    for name in pngs:
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{name}" in page and f"plots/{name}" in readme
+    assert 'href="results/' in page
+    assert sorted(p.name for p in report.written if p.suffix != ".png") == ["README.md", "index.html"]
+
+
+def test_html_and_markdown_escape_record_strings(built):
+    _, out, _ = built
+    page = (out / "index.html").read_text()
+    readme = (out / "README.md").read_text()
+    for raw in (XSS_ALGO, XSS_DATASET, "<img src=x", "<script>alert", "onerror=alert(1)>"):
+        assert raw not in page and raw not in readme
+    assert html.escape(XSS_ALGO) in page
+    assert html.escape(XSS_DATASET, quote=True) in page
+    assert f'data-dataset="{html.escape(XSS_DATASET, quote=True)}"' in page
+    assert f'<option value="{html.escape(XSS_DATASET, quote=True)}">' in page
+    assert page.count("<script>") == 1  # only our own script
+    script = page.split("<script>")[1].split("</script>")[0]
+    assert "alert" not in script and "20news" not in script
+    assert "Content-Security-Policy" in page
+    assert md_escape(XSS_ALGO) in readme and "k=a\\|b" in readme
+
+
+def test_md_escape():
+    assert md_escape("a|b") == "a\\|b"
+    assert md_escape("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+    assert md_escape("x\ny") == "x y"
+    assert md_escape("it's") == "it&#x27;s"
+    assert md_escape("[a](javascript:x)") == "\\[a\\](javascript:x)"
+
+
+def test_build_is_deterministic(tmp_path):
+    results = tmp_path / "results"
+    for rec in reversed(standard_records()):
+        write_record(results, rec)
+    build([results], tmp_path / "a")
+    build([results], tmp_path / "b")
+
+    def snapshot(d: Path) -> dict[str, bytes]:
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    a, b = snapshot(tmp_path / "a"), snapshot(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) == 4
+    assert a == b
+    build([results], tmp_path / "a")  # rebuild in place: same bytes, no stray files
+    assert snapshot(tmp_path / "a") == a
+
+
+def test_stale_plots_removed_and_missing_stats_handled(tmp_path):
+    results = tmp_path / "results"
+    rec = make_record(stats={})
+    rec["metrics"]["per_round"] = []
+    write_record(results, rec)
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    stale = out / "plots" / "curve-old-0123456789.png"
+    stale.write_bytes(b"x")
+    keep = out / "plots" / "logo.png"
+    keep.write_bytes(b"x")
+    report = build([results], out)
+    assert report.ok and report.n_tables == 1
+    assert not stale.exists() and keep.exists()
+    assert "<img" not in (out / "index.html").read_text()
+
+
+def test_build_with_no_results(tmp_path):
+    report = build([tmp_path / "nowhere"], tmp_path / "out")
+    assert report.n_records == 0 and "not found" in report.skipped[0].reason
+    assert "No results yet" in (tmp_path / "out" / "index.html").read_text()
+    assert "No results yet" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_duplicate_run_id_across_dirs_is_skipped(tmp_path):
+    rec = make_record()
+    write_record(tmp_path / "a", rec)
+    write_record(tmp_path / "b", rec, "copy.json")
+    report = build([tmp_path / "a", tmp_path / "b", tmp_path / "a"], tmp_path / "out")
+    assert report.n_records == 1
+    assert len(report.skipped) == 1 and "duplicate run_id" in report.skipped[0].reason
+
+
+# --- submit ------------------------------------------------------------------------------
+
+
+def test_submit_copies_under_content_addressed_name(tmp_path):
+    rec = make_record(dataset="org/data set")
+    src = write_record(tmp_path, rec, "run.json")
+    target = submit(src, tmp_path / "results")
+    digest = record_digest(rec)
+    assert target.name == f"tc-org_data_set-fedavg-{digest[:16]}.json" == submission_name(rec)
+    assert target.parent == tmp_path / "results"
+    assert json.loads(target.read_text()) == rec
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [target.name]
+    # key order does not change the digest
+    assert record_digest(json.loads(json.dumps(rec, sort_keys=False))) == digest
+
+
+def test_submit_rejects_duplicates(tmp_path):
+    rec = make_record()
+    src = write_record(tmp_path, rec, "run.json")
+    target = submit(src, tmp_path / "results")
+    with pytest.raises(RecordError, match="duplicate of .*" + target.name):
+        submit(src, tmp_path / "results")
+    # same content under another name in the results dir is still a duplicate
+    renamed = target.with_name("renamed.json")
+    target.rename(renamed)
+    with pytest.raises(RecordError, match="duplicate of .*renamed.json"):
+        submit(src, tmp_path / "results")
+    # same run id, different content
+    changed = copy.deepcopy(rec)
+    changed["metrics"]["final"]["accuracy"] = 0.1
+    src2 = write_record(tmp_path, changed, "run2.json")
+    with pytest.raises(RecordError, match="run_id .* already submitted"):
+        submit(src2, tmp_path / "results")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["renamed.json"]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda text: text[:-5], "malformed JSON"),
+        (lambda text: text.replace('"schema_version": 1', '"schema_version": 2'), "schema_version 2 is not supported"),
+        (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "task"}), "missing field 'task'"),
+        (lambda text: "[1, 2]", "must be a JSON object"),
+        (lambda text: text.replace('"seed": 0', '"seed": "zero"'), "field 'seed' must be int"),
+    ],
+    ids=["truncated", "version", "missing", "not-object", "type"],
+)
+def test_submit_rejects_invalid_records_naming_file_and_problem(tmp_path, mutate, message):
+    src = tmp_path / "bad-run.json"
+    src.write_text(mutate(json.dumps(make_record(), indent=1)), encoding="utf-8")
+    with pytest.raises(RecordError) as info:
+        submit(src, tmp_path / "results")
+    assert str(src) in str(info.value) and message in str(info.value)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_submit_missing_file(tmp_path):
+    with pytest.raises(RecordError, match="nope.json: cannot read file"):
+        submit(tmp_path / "nope.json", tmp_path / "results")
+
+
+def test_submit_is_atomic(tmp_path, monkeypatch):
+    src = write_record(tmp_path, make_record(), "run.json")
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def crash(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        submit(src, results)
+    assert list(results.iterdir()) == []  # no partial file, no temp file
+    monkeypatch.undo()
+    assert submit(src, results).exists()
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_register_leaderboard_and_submit(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="fednlp-bench")
+    register(parser.add_subparsers(dest="command", required=True))
+    src = write_record(tmp_path, make_record(), "run.json")
+    results = tmp_path / "results"
+    args = parser.parse_args(["submit", str(src), "--results-dir", str(results)])
+    assert args.func(args) == 0
+    assert "submitted:" in capsys.readouterr().out
+    with pytest.raises(RecordError, match="duplicate"):
+        args.func(args)
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "junk.json").write_text("nope")
+    out = tmp_path / "site"
+    args = parser.parse_args(["leaderboard", "--results", str(results), "--results", str(tmp_path / "extra"),
+                              "--out", str(out)])
+    assert args.results == [results, tmp_path / "extra"]
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    assert "1 records, 1 tables, 1 skipped" in captured.out and "junk.json" in captured.err
+    assert (out / "index.html").exists() and (out / "README.md").exists()
+    args = parser.parse_args(["leaderboard", "--results", str(tmp_path / "extra"), "--out", str(out), "--strict"])
+    assert args.func(args) == 1
+    defaults = parser.parse_args(["leaderboard"])
+    assert defaults.results is None and defaults.out == Path("leaderboard")
+    assert parser.parse_args(["submit", "x.json"]).results_dir == Path("leaderboard/results")
+
+
+def test_build_survives_odd_but_valid_records(tmp_path):
+    odd = make_record(params={"alpha": [0.1, {"x": None}]}, hparams={"mu": {"nested": True}},
+                      stats={"label_counts": [[1, 2], [3]], "label_names": "ab"}, preset=None)
+    odd["metrics"]["per_round"] = [{"round": 1, "accuracy": "high"}, {"round": 2}]
+    odd["metrics"]["per_client"] = {"0": "bad", "1": {"accuracy": True}, "2": {"accuracy": 0.5}}
+    odd["metrics"]["final"]["huge"] = 1e300
+    odd["cost"] = {"wall_seconds": 1, "client_compute_seconds": 0, "bytes_up": 0, "bytes_down": 0}
+    odd["provenance"] = {"git_commit": None, "packages": {"torch": 2}, "device": ""}
+    write_record(tmp_path / "results", validate(odd))
+    report = build([tmp_path / "results"], tmp_path / "out")
+    assert report.ok and report.n_tables == 1
+    assert any("unusable partition.stats" in w for w in report.warnings)
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "| 1 | fedavg<br>mu={&quot;nested&quot;:true} | 0.8000 | 1 |" in readme
+    assert "0.5000 | 0.0000 | 0.5000" in readme  # fairness from the one usable client
