@@ -34,6 +34,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config value, e.g. --set fl.rounds=5 --set partition.alpha=0.1")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue this configuration from its last checkpoint (see fl.checkpoint_every)")
 
 
 def _resolve(args):
@@ -46,6 +48,8 @@ def _resolve(args):
     }
     if args.no_progress:
         top["progress"] = False
+    if getattr(args, "resume", False):
+        top["resume"] = True
     return config.resolve(args.task, args.preset, args.overrides, **top)
 
 

@@ -49,6 +49,13 @@ class FLConfig:
     sampler: str = "uniform"
     eval_every: int = 1
     eval_batch_size: int = 128
+    checkpoint_every: int | None = None  # rounds between checkpoints (None: no checkpoints)
+    dropout: float = 0.0  # fraction of each round's sampled clients that fail to report
+    continual: bool = False  # client data arrive over rounds (fednlp_bench.continual)
+    arrival: str = "fixed"  # continual: fixed rows per round, or poisson
+    arrival_per_round: float = 10.0  # continual: rows (mean rows for poisson) arriving per client per round
+    arrival_order: str = "chronological"  # continual: chronological (row order) or random
+    storage_cap: int | None = None  # continual: rows a client keeps, oldest deleted first (None: all)
 
 
 @dataclass
@@ -73,6 +80,7 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    resume: bool = False  # continue from this config's last checkpoint if there is one
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,6 +238,9 @@ def check(cfg: RunConfig) -> None:
     for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "eval_every", "eval_batch_size"):
         _expect(f"fl.{name}", getattr(f, name), int)
         _range(f"fl.{name}", getattr(f, name), 1)
+    _expect("fl.checkpoint_every", f.checkpoint_every, int, allow_none=True)
+    _range("fl.checkpoint_every", f.checkpoint_every, 1)
+    _expect("resume", cfg.resume, bool)
     _expect("fl.local_steps", f.local_steps, int, allow_none=True)
     _range("fl.local_steps", f.local_steps, 1)
     _expect("fl.client_lr", f.client_lr, float)
@@ -237,6 +248,22 @@ def check(cfg: RunConfig) -> None:
     _expect("fl.weight_decay", f.weight_decay, float)
     _range("fl.weight_decay", f.weight_decay, 0.0, 1.0)
     _expect("fl.sampler", f.sampler, str)
+    _expect("fl.dropout", f.dropout, float)
+    if not 0.0 <= f.dropout < 1.0:
+        raise ConfigError(f"fl.dropout must be in [0, 1), got {f.dropout!r}")
+    _expect("fl.continual", f.continual, bool)
+    _expect("fl.arrival", f.arrival, str)
+    if f.arrival not in ("fixed", "poisson"):
+        raise ConfigError(f"fl.arrival must be fixed or poisson, got {f.arrival!r}")
+    _expect("fl.arrival_per_round", f.arrival_per_round, float)
+    _range("fl.arrival_per_round", f.arrival_per_round, 0.0, lo_open=True)
+    _expect("fl.arrival_order", f.arrival_order, str)
+    if f.arrival_order not in ("chronological", "random"):
+        raise ConfigError(f"fl.arrival_order must be chronological or random, got {f.arrival_order!r}")
+    _expect("fl.storage_cap", f.storage_cap, int, allow_none=True)
+    _range("fl.storage_cap", f.storage_cap, 1)
+    if f.storage_cap is not None and not f.continual:
+        raise ConfigError("fl.storage_cap applies to the continual setting only; add --set fl.continual=true")
     if f.clients_per_round > p.n_clients:
         raise ConfigError(
             f"fl.clients_per_round ({f.clients_per_round}) must be <= partition.n_clients ({p.n_clients})"

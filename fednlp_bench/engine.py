@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from fednlp_bench import sampling
-from fednlp_bench.algorithms import Aggregate, Algorithm, ClientContext, ClientResult
+from fednlp_bench.algorithms import Aggregate, Algorithm, ClientContext, ClientResult, PluginError
 from fednlp_bench.batching import TokenizedData, length_grouped_batches
 from fednlp_bench.config import RunConfig
+from fednlp_bench.continual import ContinualClients
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ def flatten_model(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -98,6 +101,19 @@ class World:
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
+
+    @classmethod
+    def init_from_env(cls) -> "World":
+        """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); gloo on CPU, NCCL on GPU."""
+        import torch.distributed as dist
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                dist.init_process_group("nccl")
+            else:
+                dist.init_process_group("gloo")
+        return cls.current()
 
     def all_reduce(self, tensor: torch.Tensor) -> None:
         if self.size > 1:
@@ -136,6 +152,7 @@ class StaticClients:
 @dataclass
 class Costs:
     client_compute_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time of the round loops, evaluation excluded
     eval_seconds: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0
@@ -143,6 +160,7 @@ class Costs:
     train_tokens: int = 0
     padded_tokens: int = 0
     local_steps: int = 0
+    dropped_clients: int = 0  # sampled clients that failed to report (fl.dropout)
 
 
 @dataclass
@@ -165,6 +183,25 @@ class TrainState:
 def client_seed(seed: int, round: int, client: int) -> int:
     """Torch seed of one client's local training (dropout), independent of ranks."""
     return int(np.random.SeedSequence([seed, round, client, 0xC11E]).generate_state(1)[0])
+
+
+def checked_result(result: Any, alg: Algorithm, spec: str) -> ClientResult:
+    """``client_update``'s return value, or a :class:`PluginError` naming the algorithm and the problem.
+
+    ``spec`` is how the user named the algorithm (``--algorithm``).
+    """
+    cls = type(alg)
+    label = f"'{spec}' ({cls.__module__}.{cls.__qualname__})"
+    if not isinstance(result, ClientResult):
+        raise PluginError(f"algorithm {label}: client_update() must return fednlp_bench.algorithms.ClientResult, "
+                          f"got {type(result).__name__}")
+    weight = result.weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise PluginError(f"algorithm {label}: ClientResult.weight must be a finite number >= 0, got {weight!r}")
+    if not isinstance(result.extras, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in result.extras.items()):
+        raise PluginError(f"algorithm {label}: ClientResult.extras must be a dict of str -> torch.Tensor")
+    return result
 
 
 # --------------------------------------------------------------------------- simulator
@@ -194,7 +231,8 @@ class Simulator:
         self.test_data = test
         self.client_train = client_train
         self.client_test = client_test
-        self.clients = StaticClients(client_train)
+        self.clients = (ContinualClients.from_config(cfg.fl, client_train, cfg.seed) if cfg.fl.continual
+                        else StaticClients(client_train))
         self.algorithm = algorithm
         self.pad_id = pad_id
         self.device = device
@@ -206,6 +244,9 @@ class Simulator:
         self.global_params = self.params.detach().clone()
         self.state = TrainState()
         self.test_rows = np.arange(len(test))
+        self._central_optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_state: dict | None = None
+        self._restored_algorithm_state: dict | None = None
 
     # ---- data ---------------------------------------------------------------
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -294,8 +335,10 @@ class Simulator:
         cfg, alg, world = self.cfg, self.algorithm, self.world
         # 1. cohort from (seed, round), the same on every rank
         sizes = self.clients.sizes(round)
-        cohort = sampling.get(cfg.fl.sampler)(round, sizes, cfg.fl.clients_per_round,
-                                               sampling.round_rng(cfg.seed, round))
+        sampled = sampling.sample(cfg.fl.sampler, round, sizes, cfg.fl.clients_per_round,
+                                  sampling.round_rng(cfg.seed, round))
+        cohort, dropped = sampling.drop_out(sampled, cfg.fl.dropout, sampling.dropout_rng(cfg.seed, round))
+        self.state.costs.dropped_clients += len(dropped)
         mine = cohort[world.rank :: world.size]
         agg_sum = torch.zeros_like(self.global_params)
         delta = torch.empty_like(self.global_params)
@@ -312,11 +355,13 @@ class Simulator:
             ctx = self._context(client, round, len(local_rows), rows, self._optimizer)
             t0 = time.perf_counter()
             try:
-                result: ClientResult = alg.client_update(ctx)
+                result: ClientResult = checked_result(alg.client_update(ctx), alg, cfg.algorithm.name)
                 torch.sub(self.params, self.global_params, out=delta)
                 alg.process_update(delta, ctx, result)
                 if not torch.isfinite(delta).all():
                     raise FloatingPointError("non-finite model update")
+            except PluginError:
+                raise  # a broken plugin is not a failing client
             except Exception as exc:  # noqa: BLE001 - a failing client (NaN, OOM, plugin bug) is dropped
                 reason = f"{exc.__class__.__name__}: {exc}"
                 log.warning("round %d: client %d dropped (%s)", round, client, reason)
@@ -334,7 +379,8 @@ class Simulator:
             n_ok += 1
             self.state.costs.local_steps += result.n_steps
         # 3. one all-reduce of the sums across ranks
-        scalars = torch.tensor([total_weight, float(n_ok), float(up_bytes)], dtype=torch.float64)
+        scalars = torch.tensor([total_weight, float(n_ok), float(up_bytes)], dtype=torch.float64,
+                               device=agg_sum.device)
         world.all_reduce(agg_sum)
         world.all_reduce(scalars)
         for tensor in extras_sum.values():
@@ -343,7 +389,7 @@ class Simulator:
         if n_ok == 0:
             last = self.state.failures[-1].reason if self.state.failures else "unknown"
             raise RunError(f"round {round}: all {len(cohort)} sampled clients failed (last: {last}); stopping")
-        self.state.costs.bytes_down += len(cohort) * numel_bytes * (1 + alg.extra_broadcast_vectors)
+        self.state.costs.bytes_down += len(sampled) * numel_bytes * (1 + alg.extra_broadcast_vectors)
         self.state.costs.bytes_up += n_ok * numel_bytes + up_bytes
         # 4. server half
         agg = Aggregate(
@@ -367,25 +413,76 @@ class Simulator:
             total_steps = max(1, math.ceil(passes / fl.batch_size))
         return [len(chunk) for chunk in np.array_split(np.arange(total_steps), fl.rounds)]
 
-    def run_centralized(self, rounds_done: int = 0) -> None:
+    def run_centralized(self) -> None:
         """One continuous AdamW run over all training rows, cut into round-sized segments."""
         cfg = self.cfg
         plan = self.centralized_plan()
         optimizer = self._optimizer()
+        if self._optimizer_state is not None:
+            optimizer.load_state_dict(self._optimizer_state)
+        self._central_optimizer = optimizer
         all_rows = np.arange(len(self.train_data))
         rng = np.random.default_rng([cfg.seed, 0xCE17])
         stream = self._schedule(all_rows, rng, epochs=1, steps=sum(plan))
-        torch.manual_seed(client_seed(cfg.seed, 0, 0))
-        for round in range(rounds_done + 1, cfg.fl.rounds + 1):
-            n_steps = plan[round - 1]
-            segment = (next(stream) for _ in range(n_steps))
+        for _ in range(sum(plan[: self.state.round])):  # resume: skip the batches already consumed
+            next(stream)
+        self.params.copy_(self.global_params)
+        for round in range(self.state.round + 1, cfg.fl.rounds + 1):
+            torch.manual_seed(client_seed(cfg.seed, round, 0))
+            segment = (next(stream) for _ in range(plan[round - 1]))
             ctx = self._context(0, round, len(all_rows), segment, lambda: optimizer)
             t0 = time.perf_counter()
             steps, _ = ctx.train()
             self.state.costs.client_compute_seconds += time.perf_counter() - t0
+            self.state.costs.train_seconds += time.perf_counter() - t0
             self.state.costs.local_steps += steps
             self.global_params.copy_(self.params)
             self._finish_round(round)
+
+    def reduce_costs(self) -> None:
+        """Sum per-rank client costs over ranks (call on every rank once training is done)."""
+        c = self.state.costs
+        fields = ("client_compute_seconds", "train_examples", "train_tokens", "padded_tokens", "local_steps")
+        if self.world.size == 1:
+            return
+        t = torch.tensor([float(getattr(c, f)) for f in fields], dtype=torch.float64, device=self.global_params.device)
+        self.world.all_reduce(t)
+        for f, v in zip(fields, t.tolist()):
+            setattr(c, f, v if f == "client_compute_seconds" else int(v))
+
+    # ---- checkpoints --------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue after ``self.state.round`` (see fednlp_bench.checkpoint)."""
+        state: dict[str, Any] = {
+            "global_params": self.global_params,
+            "round": self.state.round,
+            "per_round": self.state.per_round,
+            "failures": [vars(f) for f in self.state.failures],
+            "costs": vars(self.state.costs),
+            "clients": self.clients.state_dict(),
+        }
+        if self.algorithm is not None:
+            state["algorithm"] = self.algorithm.state_dict()
+        if self._central_optimizer is not None:
+            opt = self._central_optimizer.state_dict()
+            state["optimizer"] = {"state": {str(k): v for k, v in opt["state"].items()},
+                                  "param_groups": opt["param_groups"]}
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`checkpoint_state`; call before ``run_federated``/``run_centralized``."""
+        self.global_params.copy_(state["global_params"])
+        self.params.copy_(self.global_params)
+        self.state.round = int(state["round"])
+        self.state.per_round = list(state["per_round"])
+        self.state.failures = [Failure(**f) for f in state["failures"]]
+        self.state.costs = Costs(**state["costs"])
+        self.clients.load_state_dict(state.get("clients", {}))
+        self._restored_algorithm_state = state.get("algorithm")
+        if "optimizer" in state:
+            opt = state["optimizer"]
+            self._optimizer_state = {"state": {int(k): v for k, v in opt["state"].items()},
+                                     "param_groups": opt["param_groups"]}
 
     def _finish_round(self, round: int) -> None:
         self.state.round = round
@@ -397,7 +494,12 @@ class Simulator:
             self.on_round(round)
 
     def run_federated(self) -> None:
+        self.algorithm.n_clients = len(self.client_train)
         self.algorithm.init_server(self.global_params)
+        if self._restored_algorithm_state is not None:
+            self.algorithm.load_state_dict(self._restored_algorithm_state)
         for round in range(self.state.round + 1, self.cfg.fl.rounds + 1):
+            t0 = time.perf_counter()
             self.run_round(round)
+            self.state.costs.train_seconds += time.perf_counter() - t0
             self._finish_round(round)

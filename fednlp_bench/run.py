@@ -20,7 +20,7 @@ import torch
 
 import partitioners
 import tasks
-from fednlp_bench import algorithms, provenance, sampling
+from fednlp_bench import algorithms, checkpoint, provenance, sampling
 from fednlp_bench.algorithms import CENTRALIZED
 from fednlp_bench.batching import TokenizedData
 from fednlp_bench.config import ConfigError, RunConfig
@@ -121,6 +121,18 @@ def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
     return stats
 
 
+_VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
+
+
+def checkpoint_dir(cfg: RunConfig) -> Path:
+    """Where this configuration's checkpoint lives: keyed by everything that affects results."""
+    from tasks.base import fingerprint
+
+    stable = {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE}
+    stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}
+    return Path(cfg.results_dir) / "checkpoints" / f"{cfg.task}-{cfg.algorithm.name.replace('/', '_')}-{fingerprint(stable)}"
+
+
 def new_run_id(cfg: RunConfig) -> str:
     now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     alg = Path(cfg.algorithm.name.split(":")[-1]).stem if ":" in cfg.algorithm.name else cfg.algorithm.name
@@ -150,7 +162,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     """Run one configuration and write its result record. Returns (record, path)."""
     t_start = time.perf_counter()
     algorithm = validate_up_front(cfg)
-    world = World.current()
+    world = World.init_from_env()
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.size))
     prep = prepare(cfg)
@@ -195,12 +207,40 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     sim = Simulator(cfg, prep.task, model, prep.train, prep.test, client_train, client_test,
                     algorithm, prep.pad_id, device, world, on_eval=on_eval,
                     on_round=(lambda r: progress.update(1)) if progress is not None else None)
+    ckpt_dir = checkpoint_dir(cfg)
+    elapsed_before = 0.0
+    initial: dict = {}
+    if cfg.resume:
+        saved = checkpoint.load(ckpt_dir)
+        if saved is None:
+            log.warning("--resume: no checkpoint in %s; starting from round 1", ckpt_dir)
+        else:
+            sim.restore(saved["sim"])
+            run_id = saved["run_id"]
+            elapsed_before = float(saved["elapsed"])
+            initial = saved["initial"]
+            log.info("resumed %s after round %d", run_id, sim.state.round)
+    if cfg.fl.checkpoint_every and world.is_main:
+        after_round = sim.on_round
+
+        def on_round(round: int) -> None:
+            if after_round is not None:
+                after_round(round)
+            if round % cfg.fl.checkpoint_every == 0 and round < cfg.fl.rounds:
+                checkpoint.save(ckpt_dir, {
+                    "sim": sim.checkpoint_state(), "run_id": run_id, "initial": initial,
+                    "elapsed": elapsed_before + time.perf_counter() - t_start,
+                })
+
+        sim.on_round = on_round
     try:
-        initial = sim.evaluate(0) if world.is_main else {}
+        if world.is_main and sim.state.round == 0:
+            initial = sim.evaluate(0)
         if algorithm is None:
             sim.run_centralized()
         else:
             sim.run_federated()
+        sim.reduce_costs()
         final, per_client = sim.per_client_metrics() if world.is_main else ({}, {})
     finally:
         if progress is not None:
@@ -210,7 +250,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
         return {}, None
 
     costs = sim.state.costs
-    wall = time.perf_counter() - t_start
+    wall = elapsed_before + time.perf_counter() - t_start
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -235,6 +275,9 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
             "client_lr": cfg.fl.client_lr,
             "weight_decay": cfg.fl.weight_decay,
             "sampler": cfg.fl.sampler,
+            "setting": "continual" if algorithm is not None and cfg.fl.continual else "static",
+            "continual": sim.clients.describe() if algorithm is not None and cfg.fl.continual else None,
+            "dropout": cfg.fl.dropout,
             "eval_every": cfg.fl.eval_every,
             "n_train": len(prep.train),
             "n_test": len(prep.test),
@@ -246,10 +289,13 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
             "per_round": sim.state.per_round,
             "per_client": per_client,
             "failed_clients": [vars(f) for f in sim.state.failures],
+            "dropped_clients": int(costs.dropped_clients),
+            "resumed": elapsed_before > 0,
         },
         "cost": {
             "wall_seconds": round(wall, 3),
             "client_compute_seconds": round(costs.client_compute_seconds, 3),
+            "train_seconds": round(costs.train_seconds, 3),
             "eval_seconds": round(costs.eval_seconds, 3),
             "bytes_up": int(costs.bytes_up),
             "bytes_down": int(costs.bytes_down),
@@ -270,6 +316,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     tracker.finish()
     validate(record)
     path = atomic_write_json(Path(cfg.results_dir) / f"{run_id}.json", record)
+    checkpoint.remove(ckpt_dir)  # the record is safe; the checkpoint has done its job
     return record, path
 
 

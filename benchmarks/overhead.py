@@ -1,0 +1,87 @@
+"""FL simulation overhead: the same optimiser steps on the same batches, as (a) our FL
+simulation and (b) a plain centralized loop. Prints the wall-time ratio (a)/(b),
+evaluation excluded. Floor: <= 1.10 at the smoke and quick presets.
+
+    python benchmarks/overhead.py [--preset smoke|quick] [--repeats 2]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+
+from _common import build, machine
+from fednlp_bench import config
+from fednlp_bench.engine import Simulator
+
+
+class RecordingSimulator(Simulator):
+    """Our simulator, unchanged, plus a list of the row batches it trained on."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list = []
+
+    def _batches(self, row_batches):
+        def tap():
+            for rows in row_batches:
+                self.seen.append(rows)
+                yield rows
+
+        return super()._batches(tap())
+
+
+def run_fl(cfg):
+    sim, prep, _ = build(cfg, RecordingSimulator)
+    sim.algorithm.init_server(sim.global_params)
+    t0 = time.perf_counter()
+    for r in range(1, cfg.fl.rounds + 1):
+        sim.run_round(r)
+    return time.perf_counter() - t0, sim, prep
+
+
+def run_plain(cfg, batches, prep, sim):
+    """A textbook loop: one model, one AdamW, the same batches in the same order."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = prep.task.build_model(prep.model_path, prep.info)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.fl.client_lr, weight_decay=cfg.fl.weight_decay)
+    t0 = time.perf_counter()
+    for rows in batches:
+        batch = prep.task.collate(prep.train, rows, prep.pad_id)
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="smoke")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    cfg = config.resolve("tc", args.preset, ["wandb=disabled", "progress=false"])
+    fl_times, plain_times = [], []
+    for _ in range(args.repeats):  # interleaved so that machine load hits both alike
+        t_fl, sim, prep = run_fl(cfg)
+        fl_times.append(t_fl)
+        plain_times.append(run_plain(cfg, sim.seen, prep, sim))
+    steps = len(sim.seen)
+    a, b = min(fl_times), min(plain_times)
+    print(f"machine: {machine()}")
+    print(f"preset {args.preset}: {cfg.fl.rounds} rounds x {cfg.fl.clients_per_round} clients, {steps} optimiser steps")
+    print(f"(a) FL simulation  : {a:8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in fl_times)})")
+    print(f"(b) plain loop     : {b:8.2f} s   (runs: {', '.join(f'{t:.2f}' for t in plain_times)})")
+    print(f"overhead ratio (a)/(b) = {a / b:.3f}   (floor <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
