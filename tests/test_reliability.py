@@ -123,3 +123,20 @@ def test_round_without_survivors_stops_cleanly(tiny_overrides, tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "all 2 sampled clients failed" in out.stderr
+
+
+@pytest.mark.slow
+def test_concurrent_runs_share_a_results_dir(tiny_overrides, tmp_path):
+    args = [sys.executable, "-m", "fednlp_bench", "run", "--task", "tc", "--preset", "smoke"]
+    for o in tiny_overrides("fl.rounds=1", "threads=1"):
+        args += ["--set", o]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    records = sorted((tmp_path / "results").glob("*.json"))
+    assert len(records) == 2
+    runs = [json.loads(p.read_text()) for p in records]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    assert runs[0]["metrics"]["final"] == runs[1]["metrics"]["final"]  # same config, same seed
+    assert not [p for p in (tmp_path / "results").iterdir() if p.name.startswith(".")]
