@@ -12,7 +12,7 @@ RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast bench-tc leaderboard clean
+.PHONY: install test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf leaderboard clean
 
 install: $(STAMP)
 
@@ -34,7 +34,17 @@ bench-tc: install
 	$(RUN) --task tc --preset quick --algorithm centralized
 	$(RUN) --task tc --preset quick --algorithm fedavg
 	$(RUN) --task tc --preset quick --algorithm fedavg --partition dirichlet_label --set partition.alpha=0.1
-	$(MAKE) leaderboard
+	$(MAKE) --no-print-directory leaderboard
+	$(BIN)/fednlp-bench table --results $(RESULTS) --task tc
+
+# Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
+bench-perf: install
+	cd benchmarks && ../$(BIN)/python overhead.py --preset smoke
+	cd benchmarks && ../$(BIN)/python overhead.py --preset quick --repeats 1
+	cd benchmarks && ../$(BIN)/python padding.py
+	cd benchmarks && ../$(BIN)/python memory.py
+	cd benchmarks && ../$(BIN)/python scale.py
+	cd benchmarks && ../$(BIN)/python partition_speed.py
 
 leaderboard: install
 	$(BIN)/fednlp-bench leaderboard --results leaderboard/results $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --out leaderboard
