@@ -64,6 +64,30 @@ class AlgorithmConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# --- privacy (issue 8; fednlp_bench/privacy) -----------------------------------------
+@dataclass
+class PrivacyConfig:
+    """Differential privacy of a run; everything off by default (see docs/privacy.md)."""
+
+    user_level: bool = False  # DP-FedAvg (McMahan et al. 2018): clip client deltas, noise the sum
+    user_clip: float = 1.0  # initial clip norm C when adaptive_clip
+    user_noise: float | None = None  # noise multiplier; default 1.0 unless user_target_epsilon is set
+    user_target_epsilon: float | None = None  # solve the noise multiplier for this epsilon
+    adaptive_clip: bool = False  # Andrew et al. 2021: track the clip_quantile of update norms
+    clip_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clip_count_noise: float | None = None  # stddev of the clipped-count noise; default clients_per_round / 20
+    sample_level: bool = False  # DP-SGD inside clients (Abadi et al. 2016)
+    sample_clip: float = 1.0
+    sample_noise: float = 1.0
+    per_sample_method: str = "ghost"  # ghost | vmap
+    delta: float | None = None  # user level; default 1 / number of clients
+    sample_delta: float | None = None  # sample level; default 1 / training examples
+    accountant: str = "pld"  # pld | rdp (dp-accounting)
+    audit: bool = False  # loss-threshold membership inference on the final model (fednlp_bench/audit)
+# --- end privacy ------------------------------------------------------------------------
+
+
 @dataclass
 class RunConfig:
     task: str = "tc"
@@ -75,6 +99,7 @@ class RunConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     fl: FLConfig = field(default_factory=FLConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     results_dir: str = "results"
     wandb: str = "offline"
     device: str = "auto"
@@ -86,7 +111,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "partition": PartitionConfig, "fl": FLConfig, "algorithm": AlgorithmConfig}
+_SECTIONS = {"data": DataConfig, "partition": PartitionConfig, "fl": FLConfig, "algorithm": AlgorithmConfig,
+             "privacy": PrivacyConfig}
 # Keys whose value is a free-form dict (validated later by the partitioner/algorithm).
 _FREE_DICTS = {("partition", "params"), ("algorithm", "params")}
 # Aliases so users can write --set partition.alpha=0.1 / algorithm.mu=0.01.
@@ -270,6 +296,42 @@ def check(cfg: RunConfig) -> None:
         )
     _expect("algorithm.name", cfg.algorithm.name, str)
     _expect("algorithm.params", cfg.algorithm.params, dict)
+    check_privacy(cfg)
+
+
+def check_privacy(cfg: RunConfig) -> None:
+    """Checks of the ``privacy`` section (issue 8)."""
+    pv = cfg.privacy
+    for name in ("user_level", "adaptive_clip", "sample_level", "audit"):
+        _expect(f"privacy.{name}", getattr(pv, name), bool)
+    for name in ("user_clip", "clip_lr", "sample_clip"):
+        _expect(f"privacy.{name}", getattr(pv, name), float)
+        _range(f"privacy.{name}", getattr(pv, name), 0.0, lo_open=True)
+    for name in ("user_noise", "sample_noise"):
+        _expect(f"privacy.{name}", getattr(pv, name), float, allow_none=name == "user_noise")
+        _range(f"privacy.{name}", getattr(pv, name), 0.0)
+    for name in ("user_target_epsilon", "clip_count_noise"):
+        _expect(f"privacy.{name}", getattr(pv, name), float, allow_none=True)
+        _range(f"privacy.{name}", getattr(pv, name), 0.0, lo_open=True)
+    _expect("privacy.clip_quantile", pv.clip_quantile, float)
+    _range("privacy.clip_quantile", pv.clip_quantile, 0.0, 1.0, lo_open=True)
+    for name in ("delta", "sample_delta"):
+        _expect(f"privacy.{name}", getattr(pv, name), float, allow_none=True)
+        _range(f"privacy.{name}", getattr(pv, name), 0.0, 0.5, lo_open=True)
+    if pv.per_sample_method not in ("ghost", "vmap"):
+        raise ConfigError(f"privacy.per_sample_method must be ghost or vmap, got {pv.per_sample_method!r}")
+    if pv.accountant not in ("pld", "rdp"):
+        raise ConfigError(f"privacy.accountant must be pld or rdp, got {pv.accountant!r}")
+    if pv.user_noise is not None and pv.user_target_epsilon is not None:
+        raise ConfigError("set privacy.user_noise or privacy.user_target_epsilon, not both")
+    if pv.adaptive_clip and not pv.user_level:
+        raise ConfigError("privacy.adaptive_clip needs privacy.user_level=true")
+    if pv.user_level and cfg.algorithm.name == "centralized":
+        raise ConfigError("privacy.user_level needs federated clients; the centralized baseline has none "
+                          "(use privacy.sample_level for DP-SGD)")
+    if pv.user_level and cfg.fl.sampler != "uniform":
+        raise ConfigError(f"privacy.user_level accounting assumes uniform client sampling; "
+                          f"fl.sampler is {cfg.fl.sampler!r}")
 
 
 def resolve(task: str, preset: str | None, overrides: list[str] | None = None, **top: Any) -> RunConfig:

@@ -223,6 +223,7 @@ class Simulator:
         world: World | None = None,
         on_eval=None,
         on_round=None,
+        privacy=None,
     ) -> None:
         self.cfg = cfg
         self.task = task
@@ -239,6 +240,7 @@ class Simulator:
         self.world = world or World.current()
         self.on_eval = on_eval
         self.on_round = on_round
+        self.privacy = privacy  # privacy: fednlp_bench.privacy.runtime.PrivacyRuntime or None
         self.autocast = autocast_factory(device)
         self.params, self.grads = flatten_model(self.model)
         self.global_params = self.params.detach().clone()
@@ -288,7 +290,8 @@ class Simulator:
 
     def _context(self, client: int, round: int, n_examples: int, row_batches: Iterator[np.ndarray],
                  make_optimizer) -> ClientContext:
-        return ClientContext(
+        make = ClientContext if self.privacy is None else self.privacy.make_context  # privacy: DP-SGD context
+        return make(
             model=self.model,
             params=self.params,
             grads=self.grads,
@@ -337,6 +340,9 @@ class Simulator:
         sizes = self.clients.sizes(round)
         sampled = sampling.sample(cfg.fl.sampler, round, sizes, cfg.fl.clients_per_round,
                                   sampling.round_rng(cfg.seed, round))
+        if len(sampled) == 0:  # continual setting: no client holds data yet
+            log.warning("round %d: no client holds any training rows yet; the global model is unchanged", round)
+            return
         cohort, dropped = sampling.drop_out(sampled, cfg.fl.dropout, sampling.dropout_rng(cfg.seed, round))
         self.state.costs.dropped_clients += len(dropped)
         mine = cohort[world.rank :: world.size]
@@ -358,6 +364,8 @@ class Simulator:
                 result: ClientResult = checked_result(alg.client_update(ctx), alg, cfg.algorithm.name)
                 torch.sub(self.params, self.global_params, out=delta)
                 alg.process_update(delta, ctx, result)
+                if self.privacy is not None:  # privacy: user-level clipping, equal weights
+                    self.privacy.process_client(delta, ctx, result)
                 if not torch.isfinite(delta).all():
                     raise FloatingPointError("non-finite model update")
             except PluginError:
@@ -392,6 +400,8 @@ class Simulator:
         self.state.costs.bytes_down += len(sampled) * numel_bytes * (1 + alg.extra_broadcast_vectors)
         self.state.costs.bytes_up += n_ok * numel_bytes + up_bytes
         # 4. server half
+        if self.privacy is not None:  # privacy: server noise; DP-FedAvg's fixed denominator
+            total_weight = self.privacy.finalize_round(agg_sum, round, n_ok, world) or total_weight
         agg = Aggregate(
             mean_delta=agg_sum.div_(total_weight),
             extras={k: v.div_(n_ok) for k, v in extras_sum.items()},

@@ -204,9 +204,16 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
         if progress is not None:
             progress.set_postfix({primary: f"{row[primary]:.4f}"})
 
+    privacy = None
+    if cfg.privacy.user_level or cfg.privacy.sample_level:  # privacy (issue 8): fednlp_bench/privacy
+        from fednlp_bench.privacy.runtime import from_config as privacy_from_config
+
+        privacy = privacy_from_config(cfg, client_sizes=[len(r) for r in client_train], n_train=len(prep.train),
+                                      task=prep.task, centralized=algorithm is None)
     sim = Simulator(cfg, prep.task, model, prep.train, prep.test, client_train, client_test,
                     algorithm, prep.pad_id, device, world, on_eval=on_eval,
-                    on_round=(lambda r: progress.update(1)) if progress is not None else None)
+                    on_round=(lambda r: progress.update(1)) if progress is not None else None,
+                    privacy=privacy)
     ckpt_dir = checkpoint_dir(cfg)
     elapsed_before = 0.0
     initial: dict = {}
@@ -219,6 +226,8 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
             run_id = saved["run_id"]
             elapsed_before = float(saved["elapsed"])
             initial = saved["initial"]
+            if privacy is not None:  # privacy: adaptive clip norm and per-round history
+                privacy.load_state_dict(saved.get("privacy", {}))
             log.info("resumed %s after round %d", run_id, sim.state.round)
     if cfg.fl.checkpoint_every and world.is_main:
         after_round = sim.on_round
@@ -230,6 +239,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
                 checkpoint.save(ckpt_dir, {
                     "sim": sim.checkpoint_state(), "run_id": run_id, "initial": initial,
                     "elapsed": elapsed_before + time.perf_counter() - t_start,
+                    "privacy": privacy.state_dict() if privacy is not None else {},
                 })
 
         sim.on_round = on_round
@@ -311,6 +321,16 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
         "provenance": provenance.collect(device),
         "config": cfg.to_dict(),
     }
+    # privacy and fairness (issue 8): fednlp_bench/privacy, fednlp_bench/audit
+    from fednlp_bench.audit.fairness import client_fairness
+
+    record["metrics"]["fairness"] = client_fairness(per_client, primary)
+    if privacy is not None:
+        record["privacy"] = privacy.summary(sizes_at=sim.clients.sizes, centralized_steps=costs.local_steps)
+    if cfg.privacy.audit:
+        from fednlp_bench.audit.run_audit import run_membership_audit
+
+        record["audit"] = run_membership_audit(sim, cfg, centralized=algorithm is None)
     tracker.summary({f"final/{k}": v for k, v in final.items()})
     record["provenance"]["wandb_dir"] = tracker.run_dir
     tracker.finish()

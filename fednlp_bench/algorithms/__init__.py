@@ -22,6 +22,13 @@ CENTRALIZED = "centralized"
 
 BUILTINS: dict[str, str] = {
     "fedavg": "fednlp_bench.algorithms.fedavg:FedAvg",
+    "fedprox": "fednlp_bench.algorithms.fedprox:FedProx",
+    "fedadam": "fednlp_bench.algorithms.fedopt:FedAdam",
+    "fedyogi": "fednlp_bench.algorithms.fedopt:FedYogi",
+    "fedadagrad": "fednlp_bench.algorithms.fedopt:FedAdagrad",
+    "fedavgm": "fednlp_bench.algorithms.fedopt:FedAvgM",
+    "scaffold": "fednlp_bench.algorithms.scaffold:Scaffold",
+    "fednova": "fednlp_bench.algorithms.fednova:FedNova",
 }
 
 

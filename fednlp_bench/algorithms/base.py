@@ -133,6 +133,9 @@ class Algorithm:
     paper: ClassVar[str] = ""
     #: flat vectors broadcast besides the weights (SCAFFOLD: 1), for byte accounting
     extra_broadcast_vectors: ClassVar[int] = 0
+    #: number of clients in the population (SCAFFOLD's N); the engine sets it before
+    #: :meth:`init_server`, ``None`` when the algorithm runs outside the engine
+    n_clients: int | None = None
 
     def __init__(self, hparams: Any = None) -> None:
         self.hparams = hparams if hparams is not None else self.HParams()
