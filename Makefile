@@ -12,7 +12,7 @@ RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf leaderboard clean
+.PHONY: install plugin-example test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf leaderboard clean
 
 install: $(STAMP)
 
@@ -29,13 +29,31 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
-# Text classification on BBC News (quick preset): centralized reference, FedAvg IID, FedAvg label skew.
+# Text classification on BBC News (quick preset): the centralized reference and FedAvg, FedProx,
+# FedAdam, SCAFFOLD under IID and Dirichlet label skew (alpha 1.0 and 0.1), then the table.
+TC_ALGORITHMS := fedavg fedprox fedadam scaffold
 bench-tc: install
 	$(RUN) --task tc --preset quick --algorithm centralized
-	$(RUN) --task tc --preset quick --algorithm fedavg
-	$(RUN) --task tc --preset quick --algorithm fedavg --partition dirichlet_label --set partition.alpha=0.1
+	for alg in $(TC_ALGORITHMS); do \
+	  $(RUN) --task tc --preset quick --algorithm $$alg || exit 1; \
+	  for a in 1.0 0.1; do \
+	    $(RUN) --task tc --preset quick --algorithm $$alg --partition dirichlet_label --set partition.alpha=$$a || exit 1; \
+	  done; \
+	done
 	$(MAKE) --no-print-directory leaderboard
 	$(BIN)/fednlp-bench table --results $(RESULTS) --task tc
+
+# The example third-party plugin (examples/feddyn_plugin): install it like a user would, run its
+# own tests and a smoke benchmark, and check that its result reaches a leaderboard like a built-in's.
+PLUGIN_RESULTS := .cache/plugin-smoke
+plugin-example: install
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e examples/feddyn_plugin
+	$(BIN)/python -m pytest -q examples/feddyn_plugin/tests
+	rm -rf $(PLUGIN_RESULTS)
+	$(BIN)/fednlp-bench run --task tc --preset smoke --algorithm feddyn --wandb disabled --no-progress --out $(PLUGIN_RESULTS)/results
+	$(BIN)/fednlp-bench run --task tc --preset smoke --algorithm centralized --wandb disabled --no-progress --out $(PLUGIN_RESULTS)/results
+	$(BIN)/fednlp-bench leaderboard --results $(PLUGIN_RESULTS)/results --out $(PLUGIN_RESULTS)/board
+	grep -q feddyn $(PLUGIN_RESULTS)/board/README.md && echo "plugin-example: feddyn is on the leaderboard"
 
 # Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
 bench-perf: install

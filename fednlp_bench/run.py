@@ -209,7 +209,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
         from fednlp_bench.privacy.runtime import from_config as privacy_from_config
 
         privacy = privacy_from_config(cfg, client_sizes=[len(r) for r in client_train], n_train=len(prep.train),
-                                      task=prep.task, centralized=algorithm is None)
+                                      task=prep.task, centralized=algorithm is None, algorithm=algorithm)
     sim = Simulator(cfg, prep.task, model, prep.train, prep.test, client_train, client_test,
                     algorithm, prep.pad_id, device, world, on_eval=on_eval,
                     on_round=(lambda r: progress.update(1)) if progress is not None else None,

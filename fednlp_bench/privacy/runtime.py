@@ -1,0 +1,285 @@
+"""The privacy post-processor the engine calls: one object per run, built from ``cfg.privacy``.
+
+Three engine call sites (all no-ops when privacy is off, because the engine
+then holds ``None``):
+
+1. :meth:`PrivacyRuntime.make_context` builds each client's context: a
+   :class:`~fednlp_bench.privacy.dp_sgd.DPSGDClientContext` when sample-level
+   DP-SGD is on (the centralized baseline included);
+2. :meth:`PrivacyRuntime.process_client` runs after the algorithm's own
+   ``process_update``: user-level clipping and equal client weights;
+3. :meth:`PrivacyRuntime.finalize_round` runs on the all-reduced sum before the
+   server step: Gaussian noise, adaptive clip update, fixed denominator.
+
+:meth:`PrivacyRuntime.summary` is the result record's ``privacy`` section:
+parameters, (epsilon, delta) with the accountant and sampling assumption used.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fednlp_bench.algorithms.base import ClientContext, ClientResult
+from fednlp_bench.privacy import accounting
+from fednlp_bench.privacy.dp_sgd import DPSGD, DPSGDClientContext, SampleDPParams
+from fednlp_bench.privacy.per_sample import per_example_loss
+from fednlp_bench.privacy.user_level import UserDPParams, UserLevelDP
+
+USER_SAMPLING_NOTE = (
+    "The engine samples a fixed-size cohort uniformly without replacement; epsilon is computed for Poisson "
+    "sampling with the same rate (an approximation, standard practice). epsilon_fixed_size is the exact RDP "
+    "analysis of sampling without replacement under replace-one neighbours (Wang et al. 2019)."
+)
+SAMPLE_SAMPLING_NOTE = (
+    "Clients read shuffled fixed-size batches; epsilon is computed for Poisson sampling with rate "
+    "batch_size / client size (an approximation, as in Abadi et al. 2016), composed over the local steps of "
+    "the rounds the client took part in (cohorts replayed from the seed); no amplification by client sampling "
+    "is claimed. Reported: the worst client."
+)
+
+CENTRAL_SAMPLING_NOTE = (
+    "Shuffled fixed-size batches over the whole training set; epsilon is computed for Poisson sampling with "
+    "rate batch_size / training examples (an approximation, as in Abadi et al. 2016) over all steps of the run."
+)
+
+
+class PrivacyRuntime:
+    """User-level DP-FedAvg and/or sample-level DP-SGD for one run."""
+
+    def __init__(
+        self,
+        pcfg: Any,
+        *,
+        seed: int,
+        client_sizes: list[int],
+        clients_per_round: int,
+        rounds: int,
+        batch_size: int,
+        local_epochs: int,
+        local_steps: int | None,
+        sampler: str,
+        n_train: int,
+        task: Any = None,
+        centralized: bool = False,
+    ) -> None:
+        self.cfg = pcfg
+        self.seed = seed
+        self.client_sizes = np.asarray(client_sizes, dtype=np.int64)
+        self.n_clients = len(client_sizes)
+        self.clients_per_round = clients_per_round
+        self.rounds = rounds
+        self.batch_size = batch_size
+        self.local_epochs = local_epochs
+        self.local_steps = local_steps
+        self.sampler = sampler
+        self.n_train = n_train
+        self.centralized = centralized
+        self.loss_fn = getattr(task, "per_example_loss", None) or per_example_loss
+        self.user: UserLevelDP | None = None
+        self.user_noise_source = None
+        if pcfg.user_level:
+            if centralized:
+                raise ValueError("privacy.user_level needs federated clients; the centralized baseline has none")
+            noise = pcfg.user_noise
+            self.user_noise_source = "given"
+            if pcfg.user_target_epsilon is not None:
+                noise = accounting.noise_for_epsilon(
+                    pcfg.user_target_epsilon, self.user_rate, rounds, self.user_delta, pcfg.accountant)
+                self.user_noise_source = f"solved for epsilon {pcfg.user_target_epsilon:g} ({pcfg.accountant})"
+            elif noise is None:
+                noise = 1.0
+            self.user = UserLevelDP(
+                UserDPParams(
+                    clip=pcfg.user_clip, noise_multiplier=float(noise), expected_clients=clients_per_round,
+                    adaptive=pcfg.adaptive_clip, target_quantile=pcfg.clip_quantile, clip_lr=pcfg.clip_lr,
+                    count_stddev=pcfg.clip_count_noise,
+                ),
+                seed,
+            )
+        self.sample = SampleDPParams(pcfg.sample_clip, pcfg.sample_noise, pcfg.per_sample_method) \
+            if pcfg.sample_level else None
+        self._dpsgd: DPSGD | None = None
+        self._clip_fractions: list[float] = []
+
+    # ---- derived quantities ----------------------------------------------------
+    @property
+    def user_rate(self) -> float:
+        return self.clients_per_round / self.n_clients
+
+    @property
+    def user_delta(self) -> float:
+        return self.cfg.delta if self.cfg.delta is not None else 1.0 / self.n_clients
+
+    @property
+    def sample_delta(self) -> float:
+        return self.cfg.sample_delta if self.cfg.sample_delta is not None else 1.0 / max(self.n_train, 2)
+
+    # ---- engine hooks -------------------------------------------------------------
+    def make_context(self, **kwargs: Any) -> ClientContext:
+        """The client context: DP-SGD local training if sample-level DP is on."""
+        if self.sample is None:
+            return ClientContext(**kwargs)
+        if self._dpsgd is None:
+            self._dpsgd = DPSGD(kwargs["model"], self.sample, self.loss_fn)
+        return DPSGDClientContext(dpsgd=self._dpsgd, seed=self.seed,
+                                  on_done=lambda ctx: self._clip_fractions.append(ctx.clip_fraction), **kwargs)
+
+    def process_client(self, delta: torch.Tensor, ctx: ClientContext, result: ClientResult) -> None:
+        """User level: clip the delta in place and give every client weight 1."""
+        if self.user is None:
+            return
+        if result.extras:
+            raise RuntimeError(
+                f"user-level DP does not privatise algorithm extras ({', '.join(result.extras)}); "
+                "use an algorithm without them (e.g. fedavg, fedprox, fedadam)"
+            )
+        self.user.clip_update(delta)
+        result.weight = 1.0
+
+    def finalize_round(self, total: torch.Tensor, round: int, n_ok: int, world: Any = None) -> float | None:
+        """Noise the all-reduced sum; returns the denominator of the mean (None: keep the engine's)."""
+        if self.user is None:
+            return None
+        unclipped = self.user.unclipped_count
+        if world is not None and getattr(world, "size", 1) > 1:
+            count = torch.tensor([float(unclipped)], dtype=torch.float64)
+            world.all_reduce(count)
+            unclipped = int(count.item())
+        return self.user.noise_sum(total, round, n_ok, unclipped)
+
+    # ---- record -------------------------------------------------------------------
+    def _client_steps(self, sizes_at: Callable[[int], np.ndarray] | None) -> list[tuple[float, int]]:
+        """Per client (largest sampling rate, local DP-SGD steps), replaying the cohorts from the seed.
+
+        Dropout is not replayed, so a dropped client counts as having trained (an upper bound).
+        """
+        from fednlp_bench import sampling
+
+        b = self.batch_size
+        rate = np.zeros(self.n_clients)
+        steps = np.zeros(self.n_clients, dtype=np.int64)
+        pick = sampling.get(self.sampler)
+        for r in range(1, self.rounds + 1):
+            sizes = np.asarray(sizes_at(r) if sizes_at is not None else self.client_sizes)
+            for c in np.asarray(pick(r, sizes, self.clients_per_round, sampling.round_rng(self.seed, r))).tolist():
+                n = int(sizes[c])
+                if n == 0:
+                    continue
+                rate[c] = max(rate[c], min(1.0, b / n))
+                steps[c] += self.local_steps if self.local_steps is not None else self.local_epochs * math.ceil(n / b)
+        return [(float(q), int(k)) for q, k in zip(rate, steps) if k > 0]
+
+    def _sample_guarantee(self, sizes_at, centralized_steps: int | None) -> dict[str, Any]:
+        p, b, acc = self.sample, self.batch_size, self.cfg.accountant
+        if self.centralized:
+            pairs = {(min(1.0, b / max(self.n_train, 1)), int(centralized_steps or 0))}
+        else:
+            pairs = set(self._client_steps(sizes_at))
+        # epsilon grows with both the rate and the steps: only undominated pairs can be the worst
+        front = [x for x in pairs if not any(y != x and y[0] >= x[0] and y[1] >= x[1] for y in pairs)]
+        worst = None
+        for q, steps in front:
+            g = accounting.epsilon(p.noise_multiplier, q, steps, self.sample_delta, acc)
+            if worst is None or g.epsilon > worst.epsilon:
+                worst = g
+        out: dict[str, Any] = {
+            "clip": p.clip,
+            "noise_multiplier": p.noise_multiplier,
+            "method": p.method,
+            "delta": self.sample_delta,
+            "accountant": acc,
+            "sampling": "poisson (approximation)",
+            "sampling_note": CENTRAL_SAMPLING_NOTE if self.centralized else SAMPLE_SAMPLING_NOTE,
+            "clipped_fraction": float(np.mean(self._clip_fractions)) if self._clip_fractions else None,
+        }
+        if worst is not None:
+            g = worst.to_dict()
+            out.update(epsilon=g["epsilon"], worst_client_sampling_rate=worst.sampling_rate,
+                       worst_client_steps=worst.steps)
+        else:
+            out["epsilon"] = 0.0
+        return out
+
+    def summary(
+        self, sizes_at: Callable[[int], np.ndarray] | None = None, centralized_steps: int | None = None
+    ) -> dict[str, Any]:
+        """The record's ``privacy`` section (``sizes_at(round)``: client sizes, for the continual setting)."""
+        out: dict[str, Any] = {"user_level": None, "sample_level": None}
+        if self.user is not None:
+            u = self.user.params
+            main = accounting.epsilon(u.noise_multiplier, self.user_rate, self.rounds, self.user_delta,
+                                      self.cfg.accountant)
+            fixed = accounting.epsilon(u.noise_multiplier, self.user_rate, self.rounds, self.user_delta, "rdp",
+                                       "fixed_size", self.n_clients)
+            out["user_level"] = {
+                "mechanism": "DP-FedAvg (McMahan et al. 2018)" + (
+                    ", adaptive clipping (Andrew et al. 2021)" if u.adaptive else ""),
+                "clip": u.clip,
+                "final_clip": self.user.clip,
+                "noise_multiplier": u.noise_multiplier,
+                "noise_source": self.user_noise_source,
+                "update_noise_multiplier": u.delta_noise_multiplier,
+                "adaptive": u.adaptive,
+                "target_quantile": u.target_quantile if u.adaptive else None,
+                "clip_lr": u.clip_lr if u.adaptive else None,
+                "clipped_count_stddev": u.count_noise if u.adaptive else None,
+                "weighting": "uniform, fixed denominator = clients_per_round",
+                "expected_clients": u.expected_clients,
+                "sampling_rate": self.user_rate,
+                "rounds": self.rounds,
+                "epsilon": main.to_dict()["epsilon"],
+                "delta": self.user_delta,
+                "accountant": self.cfg.accountant,
+                "sampling": "poisson (approximation)",
+                "epsilon_fixed_size": fixed.to_dict()["epsilon"],
+                "sampling_note": USER_SAMPLING_NOTE,
+                "per_round": [vars(s) for s in self.user.history],
+            }
+            if self.sampler != "uniform":
+                out["user_level"]["warning"] = f"sampler '{self.sampler}' is not uniform: epsilon does not apply"
+        if self.sample is not None:
+            out["sample_level"] = self._sample_guarantee(sizes_at, centralized_steps)
+        return out
+
+    def state_dict(self) -> dict:
+        """JSON-able state for checkpoints: adaptive clip norm and per-round history."""
+        state: dict[str, Any] = {"clip_fractions": list(self._clip_fractions)}
+        if self.user is not None:
+            state.update(user=self.user.state_dict(), history=[vars(s) for s in self.user.history])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.user is not None and "user" in state:
+            from fednlp_bench.privacy.user_level import RoundStats
+
+            self.user.load_state_dict(state["user"])
+            self.user.history = [RoundStats(**row) for row in state.get("history", [])]
+        self._clip_fractions = list(state.get("clip_fractions", []))
+
+
+def from_config(
+    cfg: Any, *, client_sizes: list[int], n_train: int, task: Any, centralized: bool, algorithm: Any = None
+) -> PrivacyRuntime | None:
+    """The run's privacy runtime, or ``None`` when ``cfg.privacy`` asks for nothing."""
+    from fednlp_bench.config import ConfigError
+
+    p = cfg.privacy
+    if not (p.user_level or p.sample_level):
+        return None
+    if p.user_level and getattr(algorithm, "extra_broadcast_vectors", 0):
+        raise ConfigError(
+            f"privacy.user_level: algorithm '{cfg.algorithm.name}' exchanges extra vectors (e.g. control variates) "
+            "that DP-FedAvg does not privatise; use fedavg, fedprox or a FedOpt variant"
+        )
+    try:
+        return PrivacyRuntime(
+            p, seed=cfg.seed, client_sizes=client_sizes,
+            clients_per_round=1 if centralized else cfg.fl.clients_per_round, rounds=cfg.fl.rounds,
+            batch_size=cfg.fl.batch_size, local_epochs=cfg.fl.local_epochs, local_steps=cfg.fl.local_steps,
+            sampler=cfg.fl.sampler, n_train=n_train, task=task, centralized=centralized,
+        )
+    except (ValueError, accounting.AccountingError) as exc:
+        raise ConfigError(f"privacy: {exc}") from None
