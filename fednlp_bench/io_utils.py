@@ -21,6 +21,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

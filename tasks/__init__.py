@@ -9,6 +9,9 @@ from tasks.base import DatasetError, TaskAdapter
 # task name -> "module:Class" (imported lazily so `fednlp-bench list` stays fast)
 _REGISTRY: dict[str, str] = {
     "tc": "tasks.text_classification:TextClassification",
+    "st": "tasks.sequence_tagging:SequenceTagging",
+    "qa": "tasks.extractive_qa:ExtractiveQA",
+    "s2s": "tasks.seq2seq:Seq2Seq",
 }
 
 
