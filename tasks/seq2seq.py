@@ -1,0 +1,245 @@
+"""Seq2seq (FedNLP's Gigaword/CNN-DailyMail summarisation formulation) as headline generation.
+
+Offline datasets (shared DATA.md; the article body is the source, its
+headline the target, as in Gigaword headline generation, Rush et al. 2015):
+
+* ``news`` (default) - BBC News and NewsArticles, ~5.9k pairs; group = BBC
+  topic or outlet (14 natural clients).
+* ``bbc`` (2,225 pairs, group = topic) / ``newsarticles`` (~3.7k pairs, group = outlet).
+* a JSONL file with ``source`` and ``target`` (optional ``group``) per line,
+  or a directory with ``train.jsonl`` and ``test.jsonl``.
+* ``hf:<id>[:<config>]`` or ``gigaword`` / ``cnn_dailymail`` (for users with internet).
+
+Model: any HF encoder-decoder (``config.is_encoder_decoder``, e.g.
+``facebook/bart-base`` as FedNLP used), otherwise BERT2BERT warm-started
+from the encoder checkpoint on both sides (Rothe et al. 2020,
+``EncoderDecoderModel.from_encoder_decoder_pretrained``; decoder start =
+[CLS], end = [SEP]). Sources are cut to ``max_len`` tokens, targets to
+``MAX_TARGET_TOKENS``. Evaluation decodes greedily up to ``MAX_NEW_TOKENS``
+and reports ROUGE-1/2/L F-measures (Lin 2004, ``rouge-score`` with the Porter
+stemmer; primary ``rougeL``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fednlp_bench.batching import Ragged, TokenizedData
+from tasks import news_corpora
+from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from tasks.splits import split_rows
+from tasks.text_arrays import ragged_str, strings_to_ragged
+
+log = logging.getLogger(__name__)
+
+PACKAGED = {"news": "news", "bbc": "bbc", "newsarticles": "newsarticles"}
+HUB_ALIASES = {
+    "gigaword": ("Harvard/gigaword", None, "document", "summary"),
+    "cnn_dailymail": ("abisee/cnn_dailymail", "3.0.0", "article", "highlights"),
+}
+MAX_TARGET_TOKENS = 32
+MAX_NEW_TOKENS = 24
+_CACHE_VERSION = 1
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure (rouge-score, Porter stemmer), as fractions in [0, 1]."""
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL")
+    if not predictions:
+        return {k: float("nan") for k in keys}
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(ref, pred)
+        for k in keys:
+            totals[k] += scores[k].fmeasure
+    return {k: v / len(predictions) for k, v in totals.items()}
+
+
+def target_ids(tokenizer, targets: list[str]) -> list[list[int]]:
+    """Decoder labels: the tokenized target ending in EOS/[SEP]; a leading [CLS] is dropped when the
+    tokenizer has no BOS (BERT2BERT starts decoding from [CLS], so it must not be predicted)."""
+    enc = tokenizer(text_target=targets, truncation=True, max_length=MAX_TARGET_TOKENS + 1)
+    ids = enc["input_ids"]
+    cls = tokenizer.cls_token_id
+    if tokenizer.bos_token_id is None and cls is not None:
+        ids = [row[1:] if row and row[0] == cls else row for row in ids]
+    return [row[:MAX_TARGET_TOKENS] for row in ids]
+
+
+class Seq2Seq(TaskAdapter):
+    name = "s2s"
+    primary_metric = "rougeL"
+    default_dataset = "news"
+
+    def __init__(self) -> None:
+        self._tokenizer = None  # set by featurize(); predict() decodes with it
+
+    def datasets(self) -> list[str]:
+        return sorted(PACKAGED)
+
+    # --- loading --------------------------------------------------------------
+    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
+        path = Path(dataset).expanduser()
+        if dataset in PACKAGED:
+            key = f"s2s-{dataset}-{fingerprint(split_seed, test_fraction, _CACHE_VERSION)}"
+            return cached_dataset_dict(key, lambda: self._packaged(dataset, split_seed, test_fraction))
+        if path.exists():
+            return self._load_files(path, split_seed, test_fraction)
+        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
+            return self._load_hub(dataset)
+        raise DatasetError(
+            f"unknown seq2seq dataset '{dataset}': use one of {', '.join(sorted(PACKAGED))} (offline, headlines), "
+            f"a .jsonl file or directory with source/target, or hf:<hub id> / {', '.join(HUB_ALIASES)} (needs internet)"
+        )
+
+    def _packaged(self, dataset: str, split_seed: int, test_fraction: float):
+        arts = news_corpora.load_articles(PACKAGED[dataset])
+        return self._split([a.body for a in arts], [a.title for a in arts], [a.group for a in arts],
+                           split_seed, test_fraction)
+
+    def _split(self, sources, targets, groups, split_seed: int, test_fraction: float, test=None):
+        from datasets import DatasetDict
+
+        if test is not None:
+            return DatasetDict(train=_dataset(sources, targets, groups), test=_dataset(*test))
+        tr, te = split_rows(len(sources), split_seed, test_fraction)
+        pick = lambda seq, idx: None if seq is None else [seq[i] for i in idx]  # noqa: E731
+        return DatasetDict(
+            train=_dataset(pick(sources, tr), pick(targets, tr), pick(groups, tr)),
+            test=_dataset(pick(sources, te), pick(targets, te), pick(groups, te)),
+        )
+
+    def _load_files(self, path: Path, split_seed: int, test_fraction: float):
+        if path.is_dir():
+            train_f, test_f = path / "train.jsonl", path / "test.jsonl"
+            if not train_f.exists() or not test_f.exists():
+                raise DatasetError(f"seq2seq directory '{path}' needs train.jsonl and test.jsonl")
+            return self._split(*read_jsonl_pairs(train_f), split_seed, test_fraction, test=read_jsonl_pairs(test_f))
+        return self._split(*read_jsonl_pairs(path), split_seed, test_fraction)
+
+    def _load_hub(self, dataset: str):
+        from datasets import load_dataset
+
+        hub_id, config, src, tgt = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None, "source", "target"))
+        if ":" in hub_id:
+            hub_id, config = hub_id.split(":", 1)
+        try:
+            raw = load_dataset(hub_id, config)
+        except Exception as exc:
+            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+        cols = raw["train"].column_names
+        if src not in cols or tgt not in cols:
+            raise DatasetError(f"hub dataset '{hub_id}' needs '{src}' and '{tgt}' columns, has {cols}")
+        test_split = "test" if "test" in raw else "validation"
+        conv = lambda s: (s[src], s[tgt], None)  # noqa: E731
+        return self._split(*conv(raw["train"]), 0, 0.0, test=conv(raw[test_split]))
+
+    # --- partition views ---------------------------------------------------------
+    def label_for_partition(self, ds) -> np.ndarray:
+        """No class label in generation: label skew uses the natural group (outlet/topic)."""
+        return np.asarray(ds.data.column("group").to_numpy(zero_copy_only=False))
+
+    def texts_for_embedding(self, ds) -> list[str]:
+        return ds.data.column("source").to_pylist()
+
+    # --- features -------------------------------------------------------------
+    def featurize(self, ds, tokenizer, max_len: int, key: str) -> TokenizedData:
+        self._tokenizer = tokenizer
+        return super().featurize(ds, tokenizer, max_len, key)
+
+    def _featurize(self, ds, tokenizer, max_len: int) -> TokenizedData:
+        sources = ds.data.column("source").to_pylist()
+        targets = ds.data.column("target").to_pylist()
+        enc = tokenizer(sources, truncation=True, max_length=max_len)
+        return TokenizedData(ragged={
+            "input_ids": Ragged.from_lists(enc["input_ids"]),
+            "labels": Ragged.from_lists(target_ids(tokenizer, targets)),
+            "reference": strings_to_ragged(targets),
+        })
+
+    def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+        ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)
+        labels = data.ragged["labels"].pad(rows, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(labels.astype(np.int64))}
+
+    # --- model and metrics ----------------------------------------------------
+    def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+
+        config = AutoConfig.from_pretrained(model_path)
+        if getattr(config, "is_encoder_decoder", False):
+            model = AutoModelForSeq2SeqLM.from_pretrained(model_path)
+        else:
+            tok = AutoTokenizer.from_pretrained(model_path)
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(model_path, model_path)
+            for cfg in (model.config, model.generation_config):
+                cfg.decoder_start_token_id = tok.cls_token_id
+                cfg.pad_token_id = tok.pad_token_id
+                cfg.eos_token_id = tok.sep_token_id
+            model.config.vocab_size = model.config.decoder.vocab_size
+        gen = model.generation_config
+        gen.max_new_tokens, gen.num_beams, gen.do_sample = MAX_NEW_TOKENS, 1, False
+        gen.max_length = None
+        return model
+
+    def predict_batch(self, model, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Greedy decoding up to ``MAX_NEW_TOKENS``: generated token ids per row."""
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             max_new_tokens=MAX_NEW_TOKENS, num_beams=1, do_sample=False)
+        return list(out.cpu().numpy())
+
+    def predict(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int, device) -> dict:
+        """Generated headlines as text (decoded once here, so ``score`` needs no tokenizer)."""
+        if self._tokenizer is None:
+            raise RuntimeError("seq2seq predict() needs featurize() to have been called (it keeps the tokenizer)")
+        ids = super().predict(model, data, rows, batch_size, pad_id, device)
+        keys = list(ids)
+        texts = self._tokenizer.batch_decode([ids[k] for k in keys], skip_special_tokens=True)
+        return dict(zip(keys, (t.strip() for t in texts)))
+
+    def score(self, predictions, data: TokenizedData, rows: np.ndarray) -> dict[str, float]:
+        rows = np.asarray(rows).tolist()
+        refs = [ragged_str(data.ragged["reference"], r) for r in rows]
+        return rouge_scores([predictions[r] for r in rows], refs)
+
+
+def _dataset(sources, targets, groups):
+    from datasets import Dataset, Features, Value
+
+    if not sources:
+        raise DatasetError("seq2seq dataset has no (source, target) pairs")
+    groups = groups if groups is not None else ["all"] * len(sources)
+    features = Features({"source": Value("string"), "target": Value("string"), "group": Value("string")})
+    return Dataset.from_dict({"source": list(sources), "target": list(targets), "group": list(groups)},
+                             features=features)
+
+
+def read_jsonl_pairs(path: Path) -> tuple[list[str], list[str], list[str] | None]:
+    """``(sources, targets, groups)`` from a JSONL file with ``source`` and ``target`` keys."""
+    if path.suffix not in (".jsonl", ".json"):
+        raise DatasetError(f"seq2seq file '{path}' must be .jsonl, got '{path.suffix}'")
+    sources, targets, groups = [], [], []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or "source" not in row or "target" not in row:
+                raise DatasetError(f"{path}:{n}: needs 'source' and 'target' keys")
+            sources.append(str(row["source"]))
+            targets.append(str(row["target"]))
+            groups.append(str(row["group"]) if "group" in row else None)
+    if not sources:
+        raise DatasetError(f"seq2seq file '{path}' has no rows")
+    has_groups = all(g is not None for g in groups)
+    return sources, targets, (groups if has_groups else None)
