@@ -13,7 +13,8 @@ RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install plugin-example test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf leaderboard clean
+.PHONY: install peers-install plugin-example test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf bench-peers \
+	bench-privacy leaderboard clean
 
 install: $(STAMP)
 
@@ -75,6 +76,23 @@ bench-s2s: install
 	$(RUN) --task s2s --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
 	$(BIN)/fednlp-bench table --results $(RESULTS) --task s2s
 
+# Peer frameworks (Flower simulation, flwr-datasets) live in their own venv: they pin packages
+# (datasets<5) that the main stack does not accept. Torch first, so the CPU build is kept.
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+peers-install: $(PEERS_STAMP)
+
+$(PEERS_STAMP): benchmarks/requirements-peers.txt constraints.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
+	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt -r benchmarks/requirements-peers.txt
+	touch $@
+
+# Our engine against Flower's simulation engine and flwr-datasets, same machine, same run.
+bench-peers: install peers-install
+	$(BIN)/python benchmarks/vs_flower.py --peers-python $(PEERS_VENV)/bin/python
+	PYTHONPATH=. $(PEERS_VENV)/bin/python benchmarks/partition_speed.py
+
 # Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
 bench-perf: install
 	cd benchmarks && ../$(BIN)/python overhead.py --preset smoke
@@ -82,7 +100,23 @@ bench-perf: install
 	cd benchmarks && ../$(BIN)/python padding.py
 	cd benchmarks && ../$(BIN)/python memory.py
 	cd benchmarks && ../$(BIN)/python scale.py
-	cd benchmarks && ../$(BIN)/python partition_speed.py
+	cd benchmarks && ../$(BIN)/python dp_overhead.py
+	$(MAKE) --no-print-directory bench-peers
+
+# Privacy and leakage on the quick tc preset: FedAvg vs DP-FedAvg at several user-level epsilons
+# vs sample-level DP-SGD, each with the membership (loss threshold + offline LiRA) and canary audits.
+PRIVACY_RESULTS := $(RESULTS)/privacy
+PRIVACY_AUDIT := --set privacy.audit=true --set privacy.audit_reference_models=2 --set privacy.canaries=10
+PRIVACY_EPSILONS := 50 8 1
+bench-privacy: install
+	$(BIN)/fednlp-bench run --results-dir $(PRIVACY_RESULTS) --task tc --preset quick --algorithm fedavg $(PRIVACY_AUDIT)
+	for e in $(PRIVACY_EPSILONS); do \
+	  $(BIN)/fednlp-bench run --results-dir $(PRIVACY_RESULTS) --task tc --preset quick --algorithm fedavg $(PRIVACY_AUDIT) \
+	    --set privacy.user_level=true --set privacy.user_target_epsilon=$$e || exit 1; \
+	done
+	$(BIN)/fednlp-bench run --results-dir $(PRIVACY_RESULTS) --task tc --preset quick --algorithm fedavg $(PRIVACY_AUDIT) \
+	  --set privacy.sample_level=true --set privacy.sample_noise=1.0
+	$(BIN)/python benchmarks/privacy_table.py $(PRIVACY_RESULTS)
 
 leaderboard: install
 	$(BIN)/fednlp-bench leaderboard --results leaderboard/results $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --out leaderboard

@@ -43,12 +43,14 @@ def run_fl(cfg):
 
 
 def run_plain(cfg, batches, prep, sim):
-    """A textbook loop: one model, one AdamW, the same batches in the same order."""
+    """A textbook loop: one model, one AdamW (built like our clients'), the same batches in the same order."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = prep.task.build_model(prep.model_path, prep.info)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.fl.client_lr, weight_decay=cfg.fl.weight_decay)
+    # the same AdamW implementation as our clients (fused where available), so only the FL plumbing differs
+    same = {k: v for k, v in sim._new_optimizer().defaults.items() if k in ("lr", "weight_decay", "fused", "foreach")}
+    opt = torch.optim.AdamW(model.parameters(), **same)
     t0 = time.perf_counter()
     for rows in batches:
         batch = prep.task.collate(prep.train, rows, prep.pad_id)

@@ -85,6 +85,19 @@ class TokenizedData:
     def lengths(self) -> np.ndarray:
         return self.ragged["input_ids"].lengths
 
+    def concat(self, other: "TokenizedData") -> "TokenizedData":
+        """Rows of ``self`` followed by the rows of ``other`` (same columns), as a new object."""
+        if set(self.ragged) != set(other.ragged) or set(self.columns) != set(other.columns):
+            raise ValueError(f"cannot concatenate tokenized data with columns {sorted(self.ragged) + sorted(self.columns)} "
+                             f"and {sorted(other.ragged) + sorted(other.columns)}")
+        ragged = {}
+        for name, r in self.ragged.items():
+            o = other.ragged[name]
+            ragged[name] = Ragged(np.concatenate([r.values, o.values.astype(r.values.dtype)]),
+                                  np.concatenate([r.offsets, o.offsets[1:] + r.offsets[-1]]))
+        columns = {name: np.concatenate([c, other.columns[name].astype(c.dtype)]) for name, c in self.columns.items()}
+        return TokenizedData(ragged, columns, dict(self.meta))
+
     def save(self, path: Path) -> None:
         arrays = {}
         for name, r in self.ragged.items():

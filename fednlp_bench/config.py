@@ -85,7 +85,17 @@ class PrivacyConfig:
     sample_delta: float | None = None  # sample level; default 1 / training examples
     accountant: str = "pld"  # pld | rdp (dp-accounting)
     audit: bool = False  # loss-threshold membership inference on the final model (fednlp_bench/audit)
+    audit_reference_models: int = 0  # > 0 adds offline LiRA with this many reference models (tc)
+    canaries: int = 0  # > 0 inserts this many copies of a secret-carrying canary into one client (tc)
+    canary_candidates: int = 1000  # random secrets the true one is ranked against (exposure)
 # --- end privacy ------------------------------------------------------------------------
+
+
+@dataclass
+class FairnessConfig:
+    """Fairness probes of the final model (per-client distribution is always in the record)."""
+
+    counterfactual: bool = True  # gender-term swap probe on the test set (tasks with encode_texts: tc)
 
 
 @dataclass
@@ -100,6 +110,7 @@ class RunConfig:
     fl: FLConfig = field(default_factory=FLConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
     results_dir: str = "results"
     wandb: str = "offline"
     device: str = "auto"
@@ -112,7 +123,7 @@ class RunConfig:
 
 
 _SECTIONS = {"data": DataConfig, "partition": PartitionConfig, "fl": FLConfig, "algorithm": AlgorithmConfig,
-             "privacy": PrivacyConfig}
+             "privacy": PrivacyConfig, "fairness": FairnessConfig}
 # Keys whose value is a free-form dict (validated later by the partitioner/algorithm).
 _FREE_DICTS = {("partition", "params"), ("algorithm", "params")}
 # Aliases so users can write --set partition.alpha=0.1 / algorithm.mu=0.01.
@@ -318,6 +329,20 @@ def check_privacy(cfg: RunConfig) -> None:
     for name in ("delta", "sample_delta"):
         _expect(f"privacy.{name}", getattr(pv, name), float, allow_none=True)
         _range(f"privacy.{name}", getattr(pv, name), 0.0, 0.5, lo_open=True)
+    for name in ("audit_reference_models", "canaries", "canary_candidates"):
+        _expect(f"privacy.{name}", getattr(pv, name), int)
+        _range(f"privacy.{name}", getattr(pv, name), 0)
+    if pv.canaries and not 1 <= pv.canary_candidates < 10 ** 6:
+        raise ConfigError(f"privacy.canary_candidates must be in [1, 999999] (secrets are 6 digits), "
+                          f"got {pv.canary_candidates}")
+    if pv.audit_reference_models and not pv.audit:
+        raise ConfigError("privacy.audit_reference_models needs privacy.audit=true")
+    if (pv.canaries or pv.audit_reference_models) and cfg.task != "tc":
+        raise ConfigError(f"privacy.canaries and privacy.audit_reference_models support task tc, "
+                          f"not {cfg.task!r}")
+    if pv.canaries and cfg.fl.continual:
+        raise ConfigError("privacy.canaries needs the static setting (fl.continual=false)")
+    _expect("fairness.counterfactual", cfg.fairness.counterfactual, bool)
     if pv.per_sample_method not in ("ghost", "vmap"):
         raise ConfigError(f"privacy.per_sample_method must be ghost or vmap, got {pv.per_sample_method!r}")
     if pv.accountant not in ("pld", "rdp"):

@@ -247,6 +247,7 @@ class Simulator:
         self.state = TrainState()
         self.test_rows = np.arange(len(test))
         self._central_optimizer: torch.optim.Optimizer | None = None
+        self._client_optimizer: torch.optim.Optimizer | None = None
         self._optimizer_state: dict | None = None
         self._restored_algorithm_state: dict | None = None
 
@@ -284,9 +285,35 @@ class Simulator:
             costs.padded_tokens += int(lens.max()) * len(rows)
             yield self._to_device(self.task.collate(self.train_data, rows, self.pad_id))
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters; the fused kernel (one pass over each tensor,
+        CPU and CUDA) when the parameters are float32 on such a device: 3-4x faster per step than
+        the per-tensor loop torch uses on CPU by default, a large share of a short local update."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.cfg.fl.client_lr, weight_decay=self.cfg.fl.weight_decay)
+        kwargs = {"lr": self.cfg.fl.client_lr, "weight_decay": self.cfg.fl.weight_decay}
+        if self.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in trainable):
+            kwargs["fused"] = True
+        return torch.optim.AdamW(trainable, **kwargs)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The worker's client optimiser in the state of a freshly built AdamW.
+
+        Built once; for each later client its moments and step counters are zeroed in
+        place and its hyper-parameters restored, which is numerically a new AdamW but
+        does not allocate (and page-fault) two model-sized buffers per client.
+        """
+        opt = self._client_optimizer
+        if opt is None:
+            opt = self._client_optimizer = self._new_optimizer()
+            self._optimizer_defaults = [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups]
+            return opt
+        for group, defaults in zip(opt.param_groups, self._optimizer_defaults):
+            group.update(defaults)
+        for state in opt.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    value.zero_()
+        return opt
 
     def _context(self, client: int, round: int, n_examples: int, row_batches: Iterator[np.ndarray],
                  make_optimizer) -> ClientContext:
@@ -366,7 +393,7 @@ class Simulator:
                 alg.process_update(delta, ctx, result)
                 if self.privacy is not None:  # privacy: user-level clipping, equal weights
                     self.privacy.process_client(delta, ctx, result)
-                if not torch.isfinite(delta).all():
+                if not torch.isfinite(delta.sum()):  # one reduction, no model-sized bool mask
                     raise FloatingPointError("non-finite model update")
             except PluginError:
                 raise  # a broken plugin is not a failing client
@@ -427,7 +454,7 @@ class Simulator:
         """One continuous AdamW run over all training rows, cut into round-sized segments."""
         cfg = self.cfg
         plan = self.centralized_plan()
-        optimizer = self._optimizer()
+        optimizer = self._new_optimizer()
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
         self._central_optimizer = optimizer

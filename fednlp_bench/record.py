@@ -16,13 +16,15 @@ Schema version 1 (``SCHEMA_VERSION``)::
                      client_lr, weight_decay, sampler, eval_every}
     metrics         {primary: str, initial{}, final{}, per_round[{round, ...}],
                      per_client{client_id: {...}}, fairness{mean, std, worst_10pct, ...},
-                     failed_clients[{round, client, reason}], dropped_clients, resumed}
+                     failed_clients[{round, client, reason}], dropped_clients, resumed,
+                     counterfactual{flip_rate, mean_abs_delta_prob, n_affected, ...} (tc)}
     cost            {wall_seconds, client_compute_seconds, eval_seconds, bytes_up, bytes_down,
                      bytes_up_per_round, bytes_down_per_round, ...}
     provenance      {git_commit, git_dirty, packages{}, device, python, platform, command}
     config          the full resolved run configuration
     privacy         (optional) DP settings, epsilon/delta and the sampling assumption
-    audit           (optional) membership-inference results on the final model
+    audit           (optional) membership inference (loss threshold; lira with reference
+                    models) and canary exposure {rank, exposure, ...} on the final model
 
 Validation is hand-written (no jsonschema dependency) and returns every
 problem found, each naming the offending field.

@@ -43,6 +43,7 @@ class Prepared:
     info: dict
     pad_id: int
     model_path: str
+    tokenizer: Any = None
 
 
 def _subsample(ds, limit: int | None, seed: int):
@@ -62,7 +63,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     train = task.featurize(dsd["train"], tokenizer, cfg.data.max_len, key + f"-train-{cfg.data.max_train}")
     test = task.featurize(dsd["test"], tokenizer, cfg.data.max_len, key + f"-test-{cfg.data.max_test}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path)
+    return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path, tokenizer)
 
 
 def load_splits(cfg: RunConfig):
@@ -185,6 +186,12 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
                 f"fl.clients_per_round ({cfg.fl.clients_per_round}) exceeds the {len(client_train)} clients "
                 f"the partition produced"
             )
+
+    canary = None
+    if cfg.privacy.canaries:  # privacy audit: a secret-carrying canary in one client's data
+        from fednlp_bench.audit.run_audit import insert_canary
+
+        canary = insert_canary(cfg, prep, client_train, centralized=algorithm is None)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # deterministic head initialisation
@@ -328,9 +335,20 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     if privacy is not None:
         record["privacy"] = privacy.summary(sizes_at=sim.clients.sizes, centralized_steps=costs.local_steps)
     if cfg.privacy.audit:
-        from fednlp_bench.audit.run_audit import run_membership_audit
+        from fednlp_bench.audit.run_audit import lira_audit, participated, run_membership_audit
 
         record["audit"] = run_membership_audit(sim, cfg, centralized=algorithm is None)
+        if cfg.privacy.audit_reference_models:
+            record["audit"]["lira"] = lira_audit(sim, cfg, prep, participated(sim, cfg, algorithm is None),
+                                                 cfg.privacy.audit_reference_models)
+    if canary is not None:
+        from fednlp_bench.audit.run_audit import canary_exposure
+
+        record.setdefault("audit", {})["canary"] = canary_exposure(sim, cfg, prep, canary)
+    if cfg.fairness.counterfactual:
+        from fednlp_bench.audit.run_audit import counterfactual_audit
+
+        record["metrics"]["counterfactual"] = counterfactual_audit(sim, cfg, prep)
     tracker.summary({f"final/{k}": v for k, v in final.items()})
     record["provenance"]["wandb_dir"] = tracker.run_dir
     tracker.finish()

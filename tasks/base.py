@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -69,15 +69,63 @@ class TaskAdapter(ABC):
     name: str = ""
     primary_metric: str = ""
     default_dataset: str = ""
+    # what load() dispatches on: packaged dataset names (offline) and hub aliases (value[:2] = id, config)
+    packaged: ClassVar[Mapping[str, Any]] = {}
+    hub_aliases: ClassVar[Mapping[str, tuple]] = {}
+    # wording of the unknown-dataset error ("unknown {dataset_kind} dataset ...")
+    dataset_kind: ClassVar[str] = ""
+    packaged_note: ClassVar[str] = "offline"
+    files_note: ClassVar[str] = "a file or directory"
 
     # --- data -----------------------------------------------------------------
-    @abstractmethod
     def datasets(self) -> list[str]:
         """Packaged dataset names usable offline."""
+        return sorted(self.packaged)
+
+    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
+        """Return a ``DatasetDict{train,test}`` with the task's canonical columns.
+
+        ``dataset`` is tried as a packaged name, then a local file or directory,
+        then a hub dataset (``hf:<id>[:<config>]``, an alias or ``owner/name``).
+        """
+        path = Path(dataset).expanduser()
+        if dataset in self.packaged:
+            return self._load_packaged(dataset, split_seed, test_fraction)
+        if path.exists():
+            return self._load_files(path, split_seed, test_fraction)
+        if dataset.startswith("hf:") or dataset in self.hub_aliases or "/" in dataset:
+            return self._load_hub(dataset, split_seed, test_fraction)
+        raise DatasetError(
+            f"unknown {self.dataset_kind} dataset '{dataset}': use one of {', '.join(sorted(self.packaged))} "
+            f"({self.packaged_note}), {self.files_note}, or hf:<hub id> / {', '.join(self.hub_aliases)} "
+            f"(needs internet)"
+        )
 
     @abstractmethod
-    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
-        """Return a ``DatasetDict{train,test}`` with the task's canonical columns."""
+    def _load_packaged(self, dataset: str, split_seed: int, test_fraction: float):
+        """A packaged dataset (a key of ``packaged``), built once and cached."""
+
+    @abstractmethod
+    def _load_files(self, path: Path, split_seed: int, test_fraction: float):
+        """A local dataset file, or a directory with train and test files."""
+
+    @abstractmethod
+    def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
+        """A Hugging Face hub dataset (needs internet); see :meth:`_hub_dataset`."""
+
+    def _hub_dataset(self, dataset: str) -> tuple[str, Any]:
+        """``(hub id, raw DatasetDict)`` of a hub alias, ``hf:<id>[:<config>]`` or ``owner/name``."""
+        from datasets import load_dataset
+
+        alias = self.hub_aliases.get(dataset)
+        hub_id, config = alias[:2] if alias else (dataset.removeprefix("hf:"), None)
+        if ":" in hub_id:
+            hub_id, config = hub_id.split(":", 1)
+        try:
+            raw = load_dataset(hub_id, config)
+        except Exception as exc:
+            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+        return hub_id, raw
 
     @abstractmethod
     def label_for_partition(self, ds) -> np.ndarray:
@@ -142,6 +190,31 @@ class TaskAdapter(ABC):
                 for r, p in zip(batch_rows.tolist(), out):
                     preds[r] = p
         return preds
+
+    def map_rows(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int, device,
+                 fn: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]) -> np.ndarray:
+        """``fn(model, batch)`` (one output row per example) over ``rows``, stacked in ``rows`` order.
+
+        Length-sorted batches, eval mode and inference mode; the model's train/eval mode is restored.
+        """
+        rows = np.asarray(rows)
+        chunks, order = [], []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for b in eval_batches(rows, data.lengths, batch_size):
+                    batch = {k: v.to(device) for k, v in self.collate(data, b, pad_id).items()}
+                    chunks.append(fn(model, batch).float().cpu().numpy().astype(np.float64))
+                    order.append(b)
+        finally:
+            model.train(was_training)
+        if not chunks:
+            return np.zeros(0)
+        position = {int(r): i for i, r in enumerate(rows)}
+        out = np.empty((len(rows),) + chunks[0].shape[1:])
+        out[[position[int(r)] for r in np.concatenate(order)]] = np.concatenate(chunks)
+        return out
 
     def info(self, ds) -> dict:
         """Facts the model builder needs (e.g. label names)."""

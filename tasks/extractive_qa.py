@@ -59,24 +59,13 @@ class ExtractiveQA(TaskAdapter):
     name = "qa"
     primary_metric = "f1"
     default_dataset = "news"
-
-    def datasets(self) -> list[str]:
-        return sorted(PACKAGED)
+    packaged = PACKAGED
+    hub_aliases = HUB_ALIASES
+    dataset_kind = "QA"
+    packaged_note = "offline, cloze QA"
+    files_note = "a SQuAD .json file or directory"
 
     # --- loading --------------------------------------------------------------
-    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
-        path = Path(dataset).expanduser()
-        if dataset in PACKAGED:
-            return self._load_packaged(dataset, split_seed, test_fraction)
-        if path.exists():
-            return self._load_files(path, split_seed, test_fraction)
-        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
-            return self._load_hub(dataset)
-        raise DatasetError(
-            f"unknown QA dataset '{dataset}': use one of {', '.join(sorted(PACKAGED))} (offline, cloze QA), "
-            f"a SQuAD .json file or directory, or hf:<hub id> / {', '.join(HUB_ALIASES)} (needs internet)"
-        )
-
     def _cloze(self, dataset: str) -> list[dict]:
         from tasks import ner_silver
 
@@ -129,16 +118,8 @@ class ExtractiveQA(TaskAdapter):
             return self._split(read_squad(train_f), split_seed, test_fraction, test=read_squad(test_f))
         return self._split(read_squad(path), split_seed, test_fraction)
 
-    def _load_hub(self, dataset: str):
-        from datasets import load_dataset
-
-        hub_id, config = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None))
-        if ":" in hub_id:
-            hub_id, config = hub_id.split(":", 1)
-        try:
-            raw = load_dataset(hub_id, config)
-        except Exception as exc:
-            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+    def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
+        hub_id, raw = self._hub_dataset(dataset)
         test_split = "test" if "test" in raw else "validation"
         return self._split(_hub_rows(raw["train"], hub_id), 0, 0.0, test=_hub_rows(raw[test_split], hub_id))
 

@@ -78,27 +78,19 @@ class Seq2Seq(TaskAdapter):
     name = "s2s"
     primary_metric = "rougeL"
     default_dataset = "news"
+    packaged = PACKAGED
+    hub_aliases = HUB_ALIASES
+    dataset_kind = "seq2seq"
+    packaged_note = "offline, headlines"
+    files_note = "a .jsonl file or directory with source/target"
 
     def __init__(self) -> None:
         self._tokenizer = None  # set by featurize(); predict() decodes with it
 
-    def datasets(self) -> list[str]:
-        return sorted(PACKAGED)
-
     # --- loading --------------------------------------------------------------
-    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
-        path = Path(dataset).expanduser()
-        if dataset in PACKAGED:
-            key = f"s2s-{dataset}-{fingerprint(split_seed, test_fraction, _CACHE_VERSION)}"
-            return cached_dataset_dict(key, lambda: self._packaged(dataset, split_seed, test_fraction))
-        if path.exists():
-            return self._load_files(path, split_seed, test_fraction)
-        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
-            return self._load_hub(dataset)
-        raise DatasetError(
-            f"unknown seq2seq dataset '{dataset}': use one of {', '.join(sorted(PACKAGED))} (offline, headlines), "
-            f"a .jsonl file or directory with source/target, or hf:<hub id> / {', '.join(HUB_ALIASES)} (needs internet)"
-        )
+    def _load_packaged(self, dataset: str, split_seed: int, test_fraction: float):
+        key = f"s2s-{dataset}-{fingerprint(split_seed, test_fraction, _CACHE_VERSION)}"
+        return cached_dataset_dict(key, lambda: self._packaged(dataset, split_seed, test_fraction))
 
     def _packaged(self, dataset: str, split_seed: int, test_fraction: float):
         arts = news_corpora.load_articles(PACKAGED[dataset])
@@ -125,16 +117,9 @@ class Seq2Seq(TaskAdapter):
             return self._split(*read_jsonl_pairs(train_f), split_seed, test_fraction, test=read_jsonl_pairs(test_f))
         return self._split(*read_jsonl_pairs(path), split_seed, test_fraction)
 
-    def _load_hub(self, dataset: str):
-        from datasets import load_dataset
-
-        hub_id, config, src, tgt = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None, "source", "target"))
-        if ":" in hub_id:
-            hub_id, config = hub_id.split(":", 1)
-        try:
-            raw = load_dataset(hub_id, config)
-        except Exception as exc:
-            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+    def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
+        src, tgt = HUB_ALIASES[dataset][2:] if dataset in HUB_ALIASES else ("source", "target")
+        hub_id, raw = self._hub_dataset(dataset)
         cols = raw["train"].column_names
         if src not in cols or tgt not in cols:
             raise DatasetError(f"hub dataset '{hub_id}' needs '{src}' and '{tgt}' columns, has {cols}")

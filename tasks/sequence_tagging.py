@@ -161,25 +161,13 @@ class SequenceTagging(TaskAdapter):
     name = "st"
     primary_metric = "f1"
     default_dataset = "news"
-
-    def datasets(self) -> list[str]:
-        return sorted(PACKAGED)
+    packaged = PACKAGED
+    hub_aliases = HUB_ALIASES
+    dataset_kind = "sequence-tagging"
+    packaged_note = "offline, silver NER"
+    files_note = "a CoNLL file or directory"
 
     # --- loading --------------------------------------------------------------
-    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
-        path = Path(dataset).expanduser()
-        if dataset in PACKAGED:
-            return self._load_packaged(dataset, split_seed, test_fraction)
-        if path.exists():
-            return self._load_files(path, split_seed, test_fraction)
-        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
-            return self._load_hub(dataset)
-        raise DatasetError(
-            f"unknown sequence-tagging dataset '{dataset}': use one of {', '.join(sorted(PACKAGED))} "
-            f"(offline, silver NER), a CoNLL file or directory, or hf:<hub id> / "
-            f"{', '.join(HUB_ALIASES)} (needs internet)"
-        )
-
     def _silver(self, dataset: str):
         """The tagged sentences of a packaged dataset (one split 'all'), built once and cached."""
         corpus, per_corpus = PACKAGED[dataset]
@@ -243,16 +231,10 @@ class SequenceTagging(TaskAdapter):
         train, test = split_rows(len(ds), split_seed, test_fraction, docs if len(set(docs)) > 4 else None)
         return DatasetDict(train=ds.select(train).flatten_indices(), test=ds.select(test).flatten_indices())
 
-    def _load_hub(self, dataset: str):
-        from datasets import ClassLabel, DatasetDict, load_dataset
+    def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
+        from datasets import ClassLabel, DatasetDict
 
-        hub_id, config = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None))
-        if ":" in hub_id:
-            hub_id, config = hub_id.split(":", 1)
-        try:
-            raw = load_dataset(hub_id, config)
-        except Exception as exc:
-            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+        hub_id, raw = self._hub_dataset(dataset)
         cols = raw["train"].column_names
         if "tokens" not in cols or "ner_tags" not in cols:
             raise DatasetError(f"hub dataset '{hub_id}' needs 'tokens' and 'ner_tags' columns, has {cols}")

@@ -128,25 +128,15 @@ class TextClassification(TaskAdapter):
     name = "tc"
     primary_metric = "accuracy"
     default_dataset = "bbc"
-
-    def datasets(self) -> list[str]:
-        return sorted(PACKAGED)
+    packaged = PACKAGED
+    hub_aliases = HUB_ALIASES
+    dataset_kind = "text-classification"
+    files_note = "a .csv/.jsonl file or directory"
 
     # --- loading --------------------------------------------------------------
-    def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
-        path = Path(dataset).expanduser()
-        if dataset in PACKAGED:
-            key = f"tc-{dataset}-{fingerprint(split_seed, test_fraction, 1)}"
-            return cached_dataset_dict(key, lambda: self._split(*PACKAGED[dataset](), split_seed, test_fraction))
-        if path.exists():
-            return self._load_files(path, split_seed, test_fraction)
-        if dataset.startswith("hf:") or dataset in HUB_ALIASES or "/" in dataset:
-            return self._load_hub(dataset, split_seed, test_fraction)
-        raise DatasetError(
-            f"unknown text-classification dataset '{dataset}': use one of "
-            f"{', '.join(sorted(PACKAGED))} (offline), a .csv/.jsonl file or directory, "
-            f"or hf:<hub id> / {', '.join(HUB_ALIASES)} (needs internet)"
-        )
+    def _load_packaged(self, dataset: str, split_seed: int, test_fraction: float):
+        key = f"tc-{dataset}-{fingerprint(split_seed, test_fraction, 1)}"
+        return cached_dataset_dict(key, lambda: self._split(*PACKAGED[dataset](), split_seed, test_fraction))
 
     def _split(self, texts, labels, groups, split_seed: int, test_fraction: float, test=None):
         from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -186,15 +176,7 @@ class TextClassification(TaskAdapter):
         return self._split(*_columns(_read_file(path), path), split_seed, test_fraction)
 
     def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
-        from datasets import load_dataset
-
-        hub_id, config = HUB_ALIASES.get(dataset, (dataset.removeprefix("hf:"), None))
-        if ":" in hub_id:
-            hub_id, config = hub_id.split(":", 1)
-        try:
-            raw = load_dataset(hub_id, config)
-        except Exception as exc:
-            raise DatasetError(f"cannot load hub dataset '{hub_id}' ({exc.__class__.__name__}: {exc})") from None
+        hub_id, raw = self._hub_dataset(dataset)
         text_col = next((c for c in ("text", "sentence", "content") if c in raw["train"].column_names), None)
         label_col = next((c for c in ("label", "label_text", "coarse_label") if c in raw["train"].column_names), None)
         if text_col is None or label_col is None:
@@ -222,6 +204,21 @@ class TextClassification(TaskAdapter):
             ragged={"input_ids": Ragged.from_lists(enc["input_ids"])},
             columns={"labels": ds.data.column("label").to_numpy().astype(np.int64)},
         )
+
+    def encode_texts(self, texts: list[str], labels: list[int] | np.ndarray, tokenizer, max_len: int) -> TokenizedData:
+        """Tokenize extra texts (audit probes, canaries) exactly as the training data."""
+        enc = tokenizer(list(texts), truncation=True, max_length=max_len)
+        return TokenizedData(
+            ragged={"input_ids": Ragged.from_lists(enc["input_ids"])},
+            columns={"labels": np.asarray(labels, dtype=np.int64)},
+        )
+
+    def logits(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int, device) -> np.ndarray:
+        """Class logits (len(rows), classes) in eval mode, without gradients."""
+        def fn(m, batch):
+            return m(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+        return self.map_rows(model, data, rows, batch_size, pad_id, device, fn)
 
     def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from fednlp_bench.audit import membership_inference as mia
-from fednlp_bench.batching import eval_batches
 
 
 def example_losses(
@@ -38,19 +37,7 @@ def example_losses(
     from fednlp_bench.privacy.per_sample import per_example_loss
 
     loss_fn = loss_fn or getattr(task, "per_example_loss", None) or per_example_loss
-    out = np.empty(len(rows))
-    position = {int(r): i for i, r in enumerate(rows)}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for b in eval_batches(np.asarray(rows), data.lengths, batch_size):
-                batch = {k: v.to(device) for k, v in task.collate(data, b, pad_id).items()}
-                losses = loss_fn(model, batch).float().cpu().numpy()
-                out[[position[int(r)] for r in b]] = losses
-    finally:
-        model.train(was_training)
-    return out
+    return task.map_rows(model, data, np.asarray(rows), batch_size, pad_id, device, loss_fn)
 
 
 def membership_audit(
@@ -102,15 +89,156 @@ def participation_counts(cfg: Any, n_clients: int, sizes_at: Callable[[int], np.
     return counts
 
 
+def participated(sim: Any, cfg: Any, centralized: bool) -> np.ndarray:
+    """Boolean per client: was it sampled in some round (always true for the centralized pool)?"""
+    n = len(sim.client_train)
+    return np.ones(n, dtype=bool) if centralized else participation_counts(cfg, n, sim.clients.sizes) > 0
+
+
 def run_membership_audit(sim: Any, cfg: Any, centralized: bool) -> dict[str, Any]:
     """:func:`membership_audit` of a finished :class:`~fednlp_bench.engine.Simulator`'s global model."""
     import time
 
     t0 = time.perf_counter()
     sim.params.copy_(sim.global_params)
-    n = len(sim.client_train)
-    part = np.ones(n, dtype=bool) if centralized else participation_counts(cfg, n, sim.clients.sizes) > 0
+    part = participated(sim, cfg, centralized)
     out = membership_audit(sim.model, sim.task, sim.train_data, sim.test_data, sim.client_train, part,
                            sim.pad_id, sim.device, cfg.fl.eval_batch_size)
     out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+# --------------------------------------------------------------------------- offline LiRA
+def lira_audit(sim: Any, cfg: Any, prep: Any, participated: np.ndarray, n_reference: int) -> dict[str, Any]:
+    """Offline LiRA (Carlini et al. 2022) of the final global model, for classification tasks.
+
+    The test split is halved (seeded): half A are the audited non-members, half B trains
+    ``n_reference`` reference models (same architecture and initialisation recipe, plain AdamW
+    for ``fl.local_epochs * rounds`` passes capped at 10 epochs) that saw neither the members nor A.
+    Members are the training rows of participating clients, as in the loss attack.
+    """
+    import time
+
+    from fednlp_bench.batching import length_grouped_batches
+
+    t0 = time.perf_counter()
+    task, test = sim.task, sim.test_data
+    rng = np.random.default_rng([cfg.seed, 7919])
+    order = rng.permutation(len(test))
+    half_a, half_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
+    members = [c for c in range(len(sim.client_train)) if participated[c] and len(sim.client_train[c])]
+    member_rows = np.concatenate([sim.client_train[c] for c in members]).astype(np.int64)
+    bs, pad = cfg.fl.eval_batch_size, sim.pad_id
+    sim.params.copy_(sim.global_params)
+    y_mem = sim.train_data.columns["labels"][member_rows]
+    y_out = test.columns["labels"][half_a]
+    target = np.r_[mia.logit_confidence(task.logits(sim.model, sim.train_data, member_rows, bs, pad, sim.device), y_mem),
+                   mia.logit_confidence(task.logits(sim.model, test, half_a, bs, pad, sim.device), y_out)]
+    epochs = min(10, max(1, cfg.fl.rounds * cfg.fl.local_epochs))
+    reference = []
+    for k in range(n_reference):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1 + k)
+            model = task.build_model(prep.model_path, prep.info).to(sim.device)
+            model.train()
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.fl.client_lr,
+                                    weight_decay=cfg.fl.weight_decay)
+            batch_rng = np.random.default_rng([cfg.seed, 7919, k])
+            for _ in range(epochs):
+                for b in length_grouped_batches(half_b, test.lengths, cfg.fl.batch_size, batch_rng):
+                    batch = {name: v.to(sim.device) for name, v in task.collate(test, b, pad).items()}
+                    model(**batch).loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+        reference.append(np.r_[mia.logit_confidence(task.logits(model, sim.train_data, member_rows, bs, pad, sim.device), y_mem),
+                               mia.logit_confidence(task.logits(model, test, half_a, bs, pad, sim.device), y_out)])
+        del model, opt
+    scores = mia.lira_offline_scores(target, np.stack(reference))
+    out = mia.roc_metrics(scores[: len(member_rows)], scores[len(member_rows) :])
+    out.update(attack="offline LiRA (Carlini et al. 2022), global variance", reference_models=n_reference,
+               reference_rows=int(len(half_b)), reference_epochs=epochs,
+               note="non-members: half of the test split; reference models train on the other half",
+               seconds=round(time.perf_counter() - t0, 3))
+    return out
+
+
+# --------------------------------------------------------------------------- canaries
+def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], centralized: bool) -> dict[str, Any]:
+    """Append ``privacy.canaries`` copies of one canary to the training data of one client.
+
+    The client is the one sampled in most rounds (cohorts replayed from the seed; ties -> lowest
+    id), so the canary is actually trained on; in the centralized baseline it joins the one pool.
+    Mutates ``prep.train`` and ``client_train``; returns the canary's description for the audit.
+    """
+    from fednlp_bench.audit.canaries import make_canary
+
+    rng = np.random.default_rng([cfg.seed, 104729])
+    n_labels = len(prep.info.get("label_names", [])) or 1
+    canary = make_canary(rng, length=6, label=int(rng.integers(n_labels)))
+    if centralized:
+        client = 0
+    else:
+        counts = participation_counts(cfg, len(client_train), lambda r: np.array([len(c) for c in client_train]))
+        client = int(np.argmax(counts))
+    extra = prep.task.encode_texts([canary.text()] * cfg.privacy.canaries, [canary.label] * cfg.privacy.canaries,
+                                   prep.tokenizer, cfg.data.max_len)
+    start = len(prep.train)
+    prep.train = prep.train.concat(extra)
+    client_train[client] = np.concatenate([client_train[client], np.arange(start, len(prep.train))])
+    return {"canary": canary, "client": client, "rows": np.arange(start, len(prep.train))}
+
+
+def canary_exposure(sim: Any, cfg: Any, prep: Any, inserted: dict[str, Any]) -> dict[str, Any]:
+    """Rank and exposure of the true secret among ``privacy.canary_candidates`` random ones."""
+    from fednlp_bench.audit.canaries import DIGITS, candidate_secrets, exposure
+
+    canary = inserted["canary"]
+    rng = np.random.default_rng([cfg.seed, 104729, 1])
+    candidates = candidate_secrets(rng, canary, cfg.privacy.canary_candidates)
+    texts = [canary.text()] + [canary.text(s) for s in candidates]
+    data = prep.task.encode_texts(texts, [canary.label] * len(texts), prep.tokenizer, cfg.data.max_len)
+    sim.params.copy_(sim.global_params)
+    losses = example_losses(sim.model, sim.task, data, np.arange(len(texts)), sim.pad_id, sim.device,
+                            cfg.fl.eval_batch_size)
+    out = exposure(float(losses[0]), losses[1:], space_size=len(DIGITS) ** len(canary.secret))
+    rounds = 0
+    if cfg.algorithm.name != "centralized":
+        rounds = int(participation_counts(cfg, len(sim.client_train), sim.clients.sizes)[inserted["client"]])
+    out.update(template=canary.template, secret_length=len(canary.secret), label=canary.label,
+               copies=len(inserted["rows"]), client=inserted["client"], client_rounds=rounds,
+               secret_loss=float(losses[0]), candidate_loss_median=float(np.median(losses[1:])))
+    return out
+
+
+# --------------------------------------------------------------------------- counterfactual fairness
+def counterfactual_audit(sim: Any, cfg: Any, prep: Any) -> dict[str, Any] | None:
+    """The gender-swap probe (:mod:`fednlp_bench.audit.counterfactual`) on the test texts, or
+    ``None`` for tasks without ``encode_texts``/``logits`` (classification only)."""
+    import time
+
+    from fednlp_bench.audit.counterfactual import GENDER_PAIRS, counterfactual_probe, swap_gender
+
+    task = sim.task
+    if not (hasattr(task, "encode_texts") and hasattr(task, "logits")):
+        return None
+    t0 = time.perf_counter()
+    texts = prep.dsd["test"].data.column("text").to_pylist()
+    sim.params.copy_(sim.global_params)
+
+    def probabilities(batch_texts: list[str]) -> np.ndarray:
+        data = task.encode_texts(batch_texts, np.zeros(len(batch_texts)), prep.tokenizer, cfg.data.max_len)
+        z = task.logits(sim.model, data, np.arange(len(batch_texts)), cfg.fl.eval_batch_size, sim.pad_id, sim.device)
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    # only texts whose swap survives truncation to data.max_len tokens can change a prediction
+    with_terms = [(t, swap_gender(t)[0]) for t in texts if swap_gender(t)[1]]
+    visible = [t for t, u in with_terms
+               if prep.tokenizer(t, truncation=True, max_length=cfg.data.max_len)["input_ids"]
+               != prep.tokenizer(u, truncation=True, max_length=cfg.data.max_len)["input_ids"]]
+    out = counterfactual_probe(visible, probabilities)
+    out.update(n_test=len(texts), n_with_terms=len(with_terms), seconds=round(time.perf_counter() - t0, 3))
+    out["note"] = f"affected = test texts with a listed term inside the first {cfg.data.max_len} tokens"
+    out["word_pairs"] = len(GENDER_PAIRS)
     return out
