@@ -269,7 +269,10 @@ def check(cfg: RunConfig) -> None:
     p = cfg.partition
     _expect("partition.method", p.method, str)
     _expect("partition.n_clients", p.n_clients, int)
-    _range("partition.n_clients", p.n_clients, 1)
+    if not (p.method == "natural" and p.n_clients == 0):  # natural: 0 = one client per group
+        if p.n_clients < 1:
+            raise ConfigError(f"partition.n_clients must be >= 1 (or 0 with --partition natural: one client "
+                              f"per group), got {p.n_clients}")
     _expect("partition.params", p.params, dict)
     f = cfg.fl
     for name in ("rounds", "clients_per_round", "local_epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -301,7 +304,7 @@ def check(cfg: RunConfig) -> None:
     _range("fl.storage_cap", f.storage_cap, 1)
     if f.storage_cap is not None and not f.continual:
         raise ConfigError("fl.storage_cap applies to the continual setting only; add --set fl.continual=true")
-    if f.clients_per_round > p.n_clients:
+    if p.n_clients and f.clients_per_round > p.n_clients:  # natural with 0: checked against the groups
         raise ConfigError(
             f"fl.clients_per_round ({f.clients_per_round}) must be <= partition.n_clients ({p.n_clients})"
         )

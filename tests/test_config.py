@@ -43,6 +43,13 @@ def test_bad_values_name_the_key(override, message):
         config.resolve("tc", "smoke", [override])
 
 
+def test_natural_partition_accepts_zero_clients_meaning_one_per_group():
+    cfg = config.resolve("qa", "quick", ["partition.method=natural", "partition.n_clients=0"])
+    assert cfg.partition.n_clients == 0
+    with pytest.raises(ConfigError, match="or 0 with --partition natural"):
+        config.resolve("qa", "quick", ["partition.method=uniform", "partition.n_clients=0"])
+
+
 def test_unknown_preset_suggests():
     with pytest.raises(ConfigError, match="did you mean 'quick'"):
         config.resolve("tc", "quik")

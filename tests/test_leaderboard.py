@@ -146,6 +146,30 @@ def test_rows_mean_std_over_seeds_gap_and_rank():
     assert fedavg.curve[-1].mean == pytest.approx(0.8)
 
 
+def test_dp_runs_get_their_own_row_with_epsilon_mia_and_flip_rate(tmp_path):
+    plain = make_record(seed=0, value=0.8)
+    plain["metrics"]["counterfactual"] = {"flip_rate": 0.02, "mean_abs_delta_prob": 0.01, "n_affected": 50}
+    private = []
+    for seed, (eps, auc) in enumerate([(7.5, 0.52), (8.5, 0.54)]):
+        rec = make_record(seed=seed, value=0.5)
+        rec["privacy"] = {"user_level": {"noise_multiplier": 1.2, "clip": 1.0, "epsilon": eps, "delta": 0.1},
+                          "sample_level": None}
+        rec["audit"] = {"example": {"auc": auc}}
+        private.append(rec)
+    (table,) = make_tables(loaded(plain, *private))
+    dp, fedavg = sorted(table.rows, key=lambda r: r.primary.mean)
+    assert fedavg.detail == "" or "DP" not in fedavg.detail
+    assert "DP user sigma=1.2" in dp.detail and dp.primary.n == 2
+    assert dp.probes["epsilon"] == pytest.approx(8.0) and dp.probes["mia_auc"] == pytest.approx(0.53)
+    assert fedavg.probes["epsilon"] is None and fedavg.probes["flip_rate"] == pytest.approx(0.02)
+    results = tmp_path / "results"
+    for i, rec in enumerate([plain, *private]):
+        write_record(results, rec, f"r{i}.json")
+    build([results], tmp_path / "board")
+    md = (tmp_path / "board" / "README.md").read_text()
+    assert "user 8" in md and "∞" in md and "0.5300" in md and "0.0200" in md
+
+
 def test_grouping_by_task_dataset_partition_model_with_reference_in_every_table():
     recs = [
         make_record(algorithm="fedavg", params={"alpha": 0.1}),

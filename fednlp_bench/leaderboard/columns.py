@@ -9,6 +9,7 @@ from fednlp_bench.leaderboard.tables import Row, Table, record_link
 GROUP_METRIC = "Metric"
 GROUP_FAIRNESS = "Per-client fairness"
 GROUP_COST = "Cost"
+GROUP_TRUST = "Privacy & probes"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ def columns(table: Table) -> list[Column]:
         Column("f_mean", "Mean", GROUP_FAIRNESS, True, f"Unweighted mean of per-client {p}"),
         Column("f_std", "Std", GROUP_FAIRNESS, True, f"Standard deviation of per-client {p}"),
         Column("f_worst", "Worst 10%", GROUP_FAIRNESS, True, f"Mean {p} of the worst 10% of clients"),
+        Column("epsilon", "ε", GROUP_TRUST, True, "Differential privacy: epsilon of the run (user or sample "
+               "level, at the delta in its record); inf = no DP"),
+        Column("mia", "MIA AUC", GROUP_TRUST, True, "Loss-threshold membership inference ROC-AUC on the final "
+               "model (privacy.audit=true); 0.5 = no leakage detected"),
+        Column("flip", "Gender flip", GROUP_TRUST, True, "Counterfactual probe: share of affected test texts whose "
+               "prediction flips when gendered terms are swapped (tc)"),
         Column("wall", "Wall", GROUP_COST, True, "Wall-clock time of the run"),
         Column("compute", "Compute", GROUP_COST, True, "Summed client training time"),
         Column("up", "Up/round", GROUP_COST, True, "Bytes sent by clients per round"),
@@ -122,6 +129,13 @@ def cell(row: Row, column: Column, table: Table, out_dir: Path) -> Cell:
         return Cell(fmt_metric(v), v)
     if k in ("f_mean", "f_std", "f_worst"):
         v = {"f_mean": row.fairness.mean, "f_std": row.fairness.std, "f_worst": row.fairness.worst10}[k]
+        return Cell(fmt_metric(v), v)
+    if k == "epsilon":
+        v = row.probes.get("epsilon")
+        text = row.epsilon_text if v is None else f"{row.epsilon_text.split()[0]} {v:.3g}"
+        return Cell(text.replace("inf", "∞"), v)
+    if k in ("mia", "flip"):
+        v = row.probes.get("mia_auc" if k == "mia" else "flip_rate")
         return Cell(fmt_metric(v), v)
     if k in ("wall", "compute"):
         v = row.cost["wall_seconds" if k == "wall" else "client_compute_seconds"]

@@ -173,6 +173,8 @@ class Row:
     fairness: Fairness
     cost: dict[str, float | None]
     curve: list[CurvePoint]
+    probes: dict[str, float | None] = field(default_factory=dict)  # mean over seeds: epsilon, mia_auc, flip_rate
+    epsilon_text: str = "inf"
     gap: float | None = None
     gap_reference: str | None = None
     rank: int | None = None
@@ -241,6 +243,29 @@ class Table:
         return self.references + self.rows
 
 
+def privacy_label(record: dict[str, Any]) -> str:
+    """Short description of a run's differential privacy ('' without DP); part of the row key."""
+    priv = record.get("privacy") or {}
+    parts = []
+    user, sample = priv.get("user_level"), priv.get("sample_level")
+    if user:
+        parts.append(f"DP user sigma={number(user.get('noise_multiplier')) or 0:.3g} C={user.get('clip')}")
+    if sample:
+        parts.append(f"DP-SGD sigma={number(sample.get('noise_multiplier')) or 0:.3g} C={sample.get('clip')}")
+    return ", ".join(parts)
+
+
+def epsilon_of(record: dict[str, Any]) -> tuple[str, float | None]:
+    """(display text, sort value) of a run's epsilon: user level first, then sample level; inf without DP."""
+    priv = record.get("privacy") or {}
+    for level, name in (("user_level", "user"), ("sample_level", "sample")):
+        p = priv.get(level)
+        if p:
+            eps = number(p.get("epsilon"))
+            return (f"{name} {eps:.3g}" if eps is not None else f"{name} inf"), eps
+    return "inf", None
+
+
 def _row_key(record: dict[str, Any]) -> str:
     return canonical(
         [
@@ -248,6 +273,7 @@ def _row_key(record: dict[str, Any]) -> str:
             record["algorithm"]["hparams"],
             _without_seed(record["fl"]),
             record["preset"],
+            privacy_label(record),
         ]
     )
 
@@ -313,6 +339,12 @@ def _make_row(runs: list[LoadedRecord], primary: str, secondary: list[str], deta
         ),
         cost={k: stat(_cost(r, k) for r in recs).mean for k in COST_KEYS},
         curve=_curve(runs, primary),
+        probes={
+            "epsilon": stat(epsilon_of(r)[1] for r in recs).mean,
+            "mia_auc": stat(number(((r.get("audit") or {}).get("example") or {}).get("auc")) for r in recs).mean,
+            "flip_rate": stat(number((r["metrics"].get("counterfactual") or {}).get("flip_rate")) for r in recs).mean,
+        },
+        epsilon_text=epsilon_of(recs[0])[0],
     )
 
 
@@ -330,7 +362,7 @@ def _details(groups: dict[str, list[LoadedRecord]]) -> dict[str, str]:
         )
         for k in keys:
             rec = groups[k][0].record
-            parts = [describe_params(rec["algorithm"]["hparams"])]
+            parts = [describe_params(rec["algorithm"]["hparams"]), privacy_label(rec)]
             parts += [f"{f}={_short_value(fls[k].get(f))}" for f in differing]
             if len(set(map(str, presets.values()))) > 1:
                 parts.append(f"preset={presets[k]}")
