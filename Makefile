@@ -95,6 +95,7 @@ bench-peers: install peers-install
 
 # Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
 bench-perf: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench]'
 	cd benchmarks && ../$(BIN)/python overhead.py --preset smoke
 	cd benchmarks && ../$(BIN)/python overhead.py --preset quick --repeats 1
 	cd benchmarks && ../$(BIN)/python padding.py
