@@ -248,6 +248,7 @@ class Simulator:
         self.test_rows = np.arange(len(test))
         self._central_optimizer: torch.optim.Optimizer | None = None
         self._client_optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_defaults: list[dict] = []  # the client optimiser's param-group settings as built
         self._optimizer_state: dict | None = None
         self._restored_algorithm_state: dict | None = None
 

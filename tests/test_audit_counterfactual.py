@@ -40,6 +40,8 @@ def test_probe_counts_flips_and_probability_change():
     assert out["mean_abs_delta_prob"] == pytest.approx((0.7 + 0.7 + 0.0) / 3)
     none = counterfactual_probe(["nothing"], probabilities)
     assert none["n_affected"] == 0 and none["flip_rate"] is None
+    kept = counterfactual_probe(["he runs", "the man"], probabilities, keep=lambda a, b: "man" not in a)
+    assert kept["n_with_terms"] == 2 and kept["n_affected"] == 1 and kept["flip_rate"] == 1.0
 
 
 def test_tokenized_data_concat():

@@ -89,22 +89,29 @@ _DEFAULT_TABLE = swap_table()
 
 
 def counterfactual_probe(texts: Sequence[str], probabilities: Callable[[list[str]], np.ndarray],
-                         table: dict[str, str] | None = None) -> dict[str, Any]:
+                         table: dict[str, str] | None = None,
+                         keep: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """Flip rate and mean |delta p| of the predicted class over texts that contain a listed term.
 
-    ``probabilities(texts)`` returns the model's class probabilities, shape (n, classes).
+    ``probabilities(texts)`` returns the model's class probabilities, shape (n, classes);
+    ``keep(original, swapped)``, if given, drops pairs the model cannot tell apart (e.g. the swap
+    falls beyond the truncation length): ``n_with_terms`` counts all, ``n_affected`` the kept ones.
     """
-    swapped, affected = [], []
-    for i, text in enumerate(texts):
+    originals, swapped, n_terms = [], [], 0
+    for text in texts:
         new, n = swap_gender(text, table)
-        if n:
+        if not n:
+            continue
+        n_terms += 1
+        if keep is None or keep(text, new):
+            originals.append(text)
             swapped.append(new)
-            affected.append(i)
-    out: dict[str, Any] = {"probe": "gender term swap", "n_test": len(texts), "n_affected": len(affected),
-                           "flip_rate": None, "mean_abs_delta_prob": None, "max_abs_delta_prob": None}
-    if not affected:
+    out: dict[str, Any] = {"probe": "gender term swap", "n_test": len(texts), "n_with_terms": n_terms,
+                           "n_affected": len(originals), "flip_rate": None, "mean_abs_delta_prob": None,
+                           "max_abs_delta_prob": None, "word_pairs": len(GENDER_PAIRS)}
+    if not originals:
         return out
-    p_orig = np.asarray(probabilities([texts[i] for i in affected]), dtype=np.float64)
+    p_orig = np.asarray(probabilities(originals), dtype=np.float64)
     p_swap = np.asarray(probabilities(swapped), dtype=np.float64)
     pred = p_orig.argmax(1)
     rows = np.arange(len(pred))

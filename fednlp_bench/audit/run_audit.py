@@ -216,7 +216,7 @@ def counterfactual_audit(sim: Any, cfg: Any, prep: Any) -> dict[str, Any] | None
     ``None`` for tasks without ``encode_texts``/``logits`` (classification only)."""
     import time
 
-    from fednlp_bench.audit.counterfactual import GENDER_PAIRS, counterfactual_probe, swap_gender
+    from fednlp_bench.audit.counterfactual import counterfactual_probe
 
     task = sim.task
     if not (hasattr(task, "encode_texts") and hasattr(task, "logits")):
@@ -232,13 +232,11 @@ def counterfactual_audit(sim: Any, cfg: Any, prep: Any) -> dict[str, Any] | None
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)
 
-    # only texts whose swap survives truncation to data.max_len tokens can change a prediction
-    with_terms = [(t, swap_gender(t)[0]) for t in texts if swap_gender(t)[1]]
-    visible = [t for t, u in with_terms
-               if prep.tokenizer(t, truncation=True, max_length=cfg.data.max_len)["input_ids"]
-               != prep.tokenizer(u, truncation=True, max_length=cfg.data.max_len)["input_ids"]]
-    out = counterfactual_probe(visible, probabilities)
-    out.update(n_test=len(texts), n_with_terms=len(with_terms), seconds=round(time.perf_counter() - t0, 3))
+    def visible(original: str, swapped: str) -> bool:  # the swap survives truncation to data.max_len
+        ids = prep.tokenizer([original, swapped], truncation=True, max_length=cfg.data.max_len)["input_ids"]
+        return ids[0] != ids[1]
+
+    out = counterfactual_probe(texts, probabilities, keep=visible)
+    out["seconds"] = round(time.perf_counter() - t0, 3)
     out["note"] = f"affected = test texts with a listed term inside the first {cfg.data.max_len} tokens"
-    out["word_pairs"] = len(GENDER_PAIRS)
     return out
