@@ -169,6 +169,16 @@ class TaskAdapter(ABC):
     def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
         """Build the HF model with this task's head."""
 
+    @staticmethod
+    def labelled_head(auto_class: Any, model_path: str, names: list[str]) -> torch.nn.Module:
+        """``auto_class.from_pretrained`` with one output per label name and the id/label maps set."""
+        return auto_class.from_pretrained(
+            model_path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+
     # --- evaluation -----------------------------------------------------------
     @abstractmethod
     def predict_batch(self, model, batch: dict[str, torch.Tensor]) -> np.ndarray:

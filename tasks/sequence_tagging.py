@@ -289,13 +289,7 @@ class SequenceTagging(TaskAdapter):
     def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
         from transformers import AutoModelForTokenClassification
 
-        names = data_info["label_names"]
-        return AutoModelForTokenClassification.from_pretrained(
-            model_path,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+        return self.labelled_head(AutoModelForTokenClassification, model_path, data_info["label_names"])
 
     def predict_batch(self, model, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
         """Predicted tag id of each word that has a first sub-token, in word order."""

@@ -228,13 +228,7 @@ class TextClassification(TaskAdapter):
     def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        names = data_info["label_names"]
-        return AutoModelForSequenceClassification.from_pretrained(
-            model_path,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+        return self.labelled_head(AutoModelForSequenceClassification, model_path, data_info["label_names"])
 
     def predict_batch(self, model, batch: dict[str, torch.Tensor]) -> np.ndarray:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
