@@ -19,7 +19,10 @@ their final global weights agree (the "parity" line).
   ``--template`` adds a secondary Flower figure with a new model per ``client_fn`` call,
   as Flower's HuggingFace app template does.
 
-Our side is likewise timed with each of ``--threads`` (torch intra-op threads). The
+Our side is timed as users run it (default config: the exact row-sparse update of the word
+embedding, ``fednlp_bench/sparse_rows.py``, which leaves the rows a client never looked up alone
+and gives bit-identical weights) and, as a secondary figure, with the dense client path
+(``fl.sparse_embeddings=false``), each with each of ``--threads`` (torch intra-op threads). The
 headline ratio is Flower's fastest timed round over ours (each side's best setting;
 load from other processes only adds time, and overhead.py quotes minima too); the ratio
 of medians is printed beside it. Both sides build the client's AdamW with the same
@@ -69,9 +72,9 @@ class RecordingSimulator(Simulator):
         self.seen: dict[tuple[int, int], list] = {}
         self._current: tuple[int, int] | None = None
 
-    def _context(self, client, round, n_examples, row_batches, make_optimizer):
+    def _context(self, client, round, n_examples, row_batches, make_optimizer, **extra):
         self._current = (round, client)
-        return super()._context(client, round, n_examples, row_batches, make_optimizer)
+        return super()._context(client, round, n_examples, row_batches, make_optimizer, **extra)
 
     def _batches(self, row_batches):
         key = self._current
@@ -108,8 +111,9 @@ def tiny_model(work: Path, label_names: list[str]) -> str:
     return str(path)
 
 
-def make_config(args, model: str):
+def make_config(args, model: str, sparse: bool = True):
     return config.resolve("tc", "smoke", [
+        f"fl.sparse_embeddings={str(sparse).lower()}",
         f"model={model}",
         f"partition.n_clients={args.clients}", f"fl.clients_per_round={args.clients}",
         "fl.local_steps=1", "fl.batch_size=8", "data.max_len=32", f"data.max_train={16 * args.clients}",
@@ -210,6 +214,10 @@ def check_peers(peers_python: str) -> None:
                          f"install benchmarks/requirements-peers.txt there (see `make bench-peers`)\n{probe.stderr[-2000:]}")
 
 
+def ours_key(threads: int, sparse: bool) -> str:
+    return f"threads={threads}" + ("" if sparse else ",dense")
+
+
 def fmt(xs) -> str:
     return ", ".join(f"{x:.3f}" for x in xs)
 
@@ -226,6 +234,8 @@ def main() -> None:
                     help="also time Flower's HuggingFace-template client (new model per client_fn call) at this "
                          "num_cpus (default 1); a secondary figure, not used for the ratio")
     ap.add_argument("--threads", default="1,2", help="torch thread counts to try for our engine")
+    ap.add_argument("--no-dense", dest="dense", action="store_false",
+                    help="skip the secondary timing of our engine with the dense client path (fl.sparse_embeddings=false)")
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=4, help="rounds per run; the first is a warm-up")
     ap.add_argument("--work", default="/tmp/vsflower")
@@ -254,20 +264,29 @@ def main() -> None:
         _, dsd = load_splits(make_config(args, "minilm-l6"))
         model = tiny_model(work, tasks.get("tc").info(dsd["train"])["label_names"])
     cfg = make_config(args, model)
+    configs = {True: cfg, False: make_config(args, model, sparse=False)}
     timed = slice(1, None)  # round 1 is the warm-up
 
     load = {"before": os.getloadavg()}
     threads = [int(x) for x in args.threads.split(",") if x.strip()]
+    # our engine as users run it (row-sparse embedding updates, the default), then with the dense
+    # client path (fl.sparse_embeddings=false) as a secondary figure
+    settings = [(t, True) for t in threads] + ([(t, False) for t in threads] if args.dense else [])
     ours: dict[str, dict] = {}
     ours_final = None
-    for i, t in enumerate(threads):  # first pass, before Flower
+    dense_final = None
+    for i, (t, sparse) in enumerate(settings):  # first pass, before Flower
         torch.set_num_threads(t)
-        times, cpu, sim, prep, part, setup = run_ours(cfg, record=i == 0)
+        times, cpu, sim, prep, part, setup = run_ours(configs[sparse], record=i == 0)
         if i == 0:
             write_flower_inputs(work, cfg, sim, prep, part)
             ours_final = sim.global_params.detach().cpu().numpy().copy()
             n_params = int(sim.global_params.numel())
-        ours[str(t)] = {"setup_seconds": setup, "rounds_pass1": times, "cpu_pass1": cpu}
+        elif not sparse and dense_final is None:
+            dense_final = sim.global_params.detach().cpu().numpy().copy()
+        ours[ours_key(t, sparse)] = {"setup_seconds": setup, "rounds_pass1": times, "cpu_pass1": cpu,
+                                     "threads": t, "sparse_embeddings": sparse,
+                                     "row_sparse_path": sim.row_sparse is not None}
         del sim
     load["after_ours_1"] = os.getloadavg()
 
@@ -286,14 +305,15 @@ def main() -> None:
         res["parity_max_abs_diff"] = float(np.max(np.abs(final - ours_final))) if final.shape == ours_final.shape else None
         res["median"] = statistics.median(res["round_periods"])
 
-    for t in threads:  # second pass, after Flower, so that changing machine load hits both sides
+    for t, sparse in settings:  # second pass, after Flower, so that changing machine load hits both sides
         torch.set_num_threads(t)
-        times, cpu, sim, *_ = run_ours(cfg, record=False)
-        ours[str(t)]["rounds_pass2"] = times
-        ours[str(t)]["cpu_pass2"] = cpu
-        ours[str(t)]["cpu_timed"] = ours[str(t)]["cpu_pass1"][timed] + cpu[timed]
-        ours[str(t)]["timed"] = ours[str(t)]["rounds_pass1"][timed] + times[timed]
-        ours[str(t)]["median"] = statistics.median(ours[str(t)]["timed"])
+        times, cpu, sim, *_ = run_ours(configs[sparse], record=False)
+        res = ours[ours_key(t, sparse)]
+        res["rounds_pass2"] = times
+        res["cpu_pass2"] = cpu
+        res["cpu_timed"] = res["cpu_pass1"][timed] + cpu[timed]
+        res["timed"] = res["rounds_pass1"][timed] + times[timed]
+        res["median"] = statistics.median(res["timed"])
         del sim
     load["after_ours_2"] = os.getloadavg()
 
@@ -303,11 +323,12 @@ def main() -> None:
         res["min"] = min(res["round_periods"])
     # headline: the fastest timed round of each side's best setting (load from other processes only
     # ever adds time; overhead.py quotes minima too); the ratio of medians is printed beside it
-    best_ours = min(ours, key=lambda k: ours[k]["min"])
+    default = {k: v for k, v in ours.items() if v["sparse_embeddings"]}
+    best_ours = min(default, key=lambda k: ours[k]["min"])
     best_flower = min(flower, key=lambda k: flower[k]["min"])
     ours_min, flower_min = ours[best_ours]["min"], flower[best_flower]["min"]
     ratio = flower_min / ours_min
-    med_ours = min(ours, key=lambda k: ours[k]["median"])
+    med_ours = min(default, key=lambda k: ours[k]["median"])
     med_flower = min(flower, key=lambda k: flower[k]["median"])
     ratio_median = flower[med_flower]["median"] / ours[med_ours]["median"]
 
@@ -316,7 +337,7 @@ def main() -> None:
           f"step x batch {cfg.fl.batch_size} x <={cfg.data.max_len} tokens, model {args.model} ({n_params:,} params, "
           f"{n_params * 4 / 2**20:.1f} MiB), {cfg.fl.rounds} rounds (1 warm-up)")
     for t, res in ours.items():
-        print(f"ours   torch threads={t}: set-up {res['setup_seconds']:.2f} s; warm-up round {res['rounds_pass1'][0]:.3f} s; "
+        print(f"ours   {t}: row-sparse path {'on' if res['row_sparse_path'] else 'off'}; set-up {res['setup_seconds']:.2f} s; warm-up round {res['rounds_pass1'][0]:.3f} s; "
               f"timed rounds {fmt(res['rounds_pass1'][timed])} | after Flower {fmt(res['rounds_pass2'][timed])}; "
               f"min {res['min']:.3f}, median {res['median']:.3f} s/round; CPU {statistics.median(res['cpu_timed']):.2f} "
               f"CPU-s/round (median)")
@@ -333,10 +354,19 @@ def main() -> None:
               f"median {template['median']:.3f} s/round; min ratio to ours {template['min'] / ours_min:.2f}x "
               f"(secondary figure; parity {template['parity_max_abs_diff']:.2e})")
     print(f"flwr {next(iter(flower.values()))['flwr_version']}, ray {next(iter(flower.values()))['ray_version']}")
-    print(f"per-round ratio (fastest rounds) flower({best_flower}) / ours(threads={best_ours}) = "
+    print(f"per-round ratio (fastest rounds) flower({best_flower}) / ours({best_ours}) = "
           f"{flower_min:.3f} / {ours_min:.3f} = {ratio:.2f}x (floor >= {FLOOR:g}x: {'PASS' if ratio >= FLOOR else 'FAIL'}); "
-          f"ratio of medians flower({med_flower}) / ours(threads={med_ours}) = {ratio_median:.2f}x")
-    cpu_ours = min(statistics.median(r["cpu_timed"]) for r in ours.values())
+          f"ratio of medians flower({med_flower}) / ours({med_ours}) = {ratio_median:.2f}x")
+    dense = {k: v for k, v in ours.items() if not v["sparse_embeddings"]}
+    ratio_dense = None
+    if dense:
+        best_dense = min(dense, key=lambda k: ours[k]["min"])
+        ratio_dense = flower_min / ours[best_dense]["min"]
+        same = float(np.max(np.abs(dense_final - ours_final))) if dense_final is not None else float("nan")
+        print(f"secondary: ours with the dense client path ({best_dense}) {ours[best_dense]['min']:.3f} s/round: "
+              f"flower / ours-dense = {ratio_dense:.2f}x; row-sparse speed-up {ours[best_dense]['min'] / ours_min:.2f}x; "
+              f"max|w_dense - w_row_sparse| = {same:.1e}")
+    cpu_ours = min(statistics.median(r["cpu_timed"]) for r in default.values())
     cpu_flower = min(statistics.median(r["round_cpu_seconds"]) for r in flower.values())
     print(f"CPU-seconds per round (median; least of each side's settings): flower {cpu_flower:.2f} / ours "
           f"{cpu_ours:.2f} = {cpu_flower / cpu_ours:.2f}x (less sensitive to load than wall time)")
@@ -345,7 +375,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "machine": machine(), "model": args.model, "n_params": n_params, "config": cfg.to_dict(),
             "ours": ours, "flower": flower, "flower_template": template, "best_threads": best_ours,
-            "best_flower": best_flower, "ratio": ratio, "ratio_median": ratio_median,
+            "best_flower": best_flower, "ratio": ratio, "ratio_median": ratio_median, "ratio_dense": ratio_dense,
             "cpu_ratio": cpu_flower / cpu_ours, "floor": FLOOR, "load": load,
         }, indent=1))
     if args.strict and ratio < FLOOR:

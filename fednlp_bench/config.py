@@ -46,6 +46,7 @@ class FLConfig:
     batch_size: int = 16
     client_lr: float = 5e-5
     weight_decay: float = 0.0
+    sparse_embeddings: bool = True  # exact row-sparse client updates of vocabulary embeddings (sparse_rows.py)
     sampler: str = "uniform"
     eval_every: int = 1
     eval_batch_size: int = 128
@@ -288,6 +289,7 @@ def check(cfg: RunConfig) -> None:
     _expect("fl.weight_decay", f.weight_decay, float)
     _range("fl.weight_decay", f.weight_decay, 0.0, 1.0)
     _expect("fl.sampler", f.sampler, str)
+    _expect("fl.sparse_embeddings", f.sparse_embeddings, bool)
     _expect("fl.dropout", f.dropout, float)
     if not 0.0 <= f.dropout < 1.0:
         raise ConfigError(f"fl.dropout must be in [0, 1), got {f.dropout!r}")

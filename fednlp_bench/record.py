@@ -13,7 +13,7 @@ Schema version 1 (``SCHEMA_VERSION``)::
     partition       {method, n_clients, params{}, stats{}}
     algorithm       {name, hparams{}, source}
     fl              {rounds, clients_per_round, local_epochs, local_steps, batch_size,
-                     client_lr, weight_decay, sampler, eval_every}
+                     client_lr, weight_decay, row_sparse_embeddings, sampler, eval_every, ...}
     metrics         {primary: str, initial{}, final{}, per_round[{round, ...}],
                      per_client{client_id: {...}}, fairness{mean, std, worst_10pct, ...},
                      failed_clients[{round, client, reason}], dropped_clients, resumed,

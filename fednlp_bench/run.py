@@ -291,6 +291,8 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
             "batch_size": cfg.fl.batch_size,
             "client_lr": cfg.fl.client_lr,
             "weight_decay": cfg.fl.weight_decay,
+            # the engine's exact row-sparse client path took the word embedding (fednlp_bench/sparse_rows.py)
+            "row_sparse_embeddings": sim.row_sparse is not None,
             "sampler": cfg.fl.sampler,
             "setting": "continual" if algorithm is not None and cfg.fl.continual else "static",
             "continual": sim.clients.describe() if algorithm is not None and cfg.fl.continual else None,

@@ -83,6 +83,7 @@ class ClientContext:
         batches: Callable[[], Iterator[dict[str, torch.Tensor]]],
         make_optimizer: Callable[[], torch.optim.Optimizer],
         autocast: Callable[[], Any],
+        zero_grad: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.params = params
@@ -94,6 +95,15 @@ class ClientContext:
         self._batches = batches
         self.make_optimizer = make_optimizer
         self.autocast = autocast
+        self._zero_grad = zero_grad
+
+    def zero_grad(self) -> None:
+        """Zero the gradient buffer before a local step (the engine's row-sparse path zeroes only
+        the rows that can be non-zero; see fednlp_bench.sparse_rows)."""
+        if self._zero_grad is None:
+            self.grads.zero_()
+        else:
+            self._zero_grad()
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """The client's local schedule (local epochs or steps), batches on the device."""
@@ -106,7 +116,8 @@ class ClientContext:
     ) -> tuple[int, float]:
         """Plain local training; returns (steps, mean loss). Raises on a non-finite loss."""
         optimizer = self.make_optimizer()
-        self.model.train()
+        if not all(m.training for m in self.model.modules()):  # train() walks (and HF re-checks) every module
+            self.model.train()
         steps, total = 0, 0.0
         for batch in self.batches():
             with self.autocast():
@@ -115,7 +126,7 @@ class ClientContext:
                 loss = loss_hook(self, loss)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at local step {steps}")
-            self.grads.zero_()
+            self.zero_grad()
             loss.backward()
             optimizer.step()
             if after_step is not None:

@@ -1,0 +1,171 @@
+"""The engine's row-sparse client path (fednlp_bench/sparse_rows.py) is exact: it must give the
+same bits as the dense path, take over only where that holds, and leave clean buffers behind."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fednlp_bench import config
+from fednlp_bench.algorithms import get as get_algorithm
+from fednlp_bench.batching import Ragged, TokenizedData
+from fednlp_bench.config import AlgorithmConfig, FLConfig, PartitionConfig, RunConfig
+from fednlp_bench.engine import Simulator, World
+from fednlp_bench.sparse_rows import MIN_ROWS, eligible_tables
+
+VOCAB = MIN_ROWS + 904  # a vocabulary-sized table (5,000 rows)
+N_CLASSES = 3
+
+
+class BagOfWords(torch.nn.Module):
+    """Mean of word vectors (padding row 0 excluded from updates), dropout, linear head.
+
+    ``reuse_weight`` also reads the embedding matrix directly in the head (as tied output
+    layers do without sharing a module), which must switch the table to its dense fallback.
+    """
+
+    def __init__(self, reuse_weight: bool = False, vocab: int = VOCAB) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, 8, padding_idx=0)
+        self.pos = torch.nn.Embedding(16, 8)  # small: stays on the dense path
+        self.drop = torch.nn.Dropout(0.1)
+        self.head = torch.nn.Linear(8, N_CLASSES)
+        self.reuse_weight = reuse_weight
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        h = self.emb(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
+        m = attention_mask.unsqueeze(-1).float()
+        pooled = self.drop((h * m).sum(1) / m.sum(1))
+        logits = self.head(pooled)
+        if self.reuse_weight:
+            logits = logits + pooled @ self.emb.weight[1 : N_CLASSES + 1].t()
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+class BagTask:
+    name = "bag"
+    primary_metric = "accuracy"
+
+    def collate(self, data, rows, pad_id):
+        ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(data.columns["labels"][rows])}
+
+    def predict(self, model, data, rows, batch_size, pad_id, device):
+        model.eval()
+        with torch.inference_mode():
+            logits = model(**{k: v for k, v in self.collate(data, rows, pad_id).items() if k != "labels"}).logits
+        return dict(zip(rows.tolist(), logits.argmax(-1).tolist()))
+
+    def score(self, predictions, data, rows):
+        y = np.array([predictions[int(r)] for r in rows])
+        return {"accuracy": float((y == data.columns["labels"][rows]).mean())}
+
+
+def bag_data(n: int, seed: int, vocab: int = VOCAB) -> TokenizedData:
+    """Token rows of 3-12 ids whose range depends on the class (learnable), some sharing ids."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_CLASSES, size=n)
+    seqs = []
+    for y in labels:
+        lo = 1 + int(y) * (vocab - 1) // N_CLASSES
+        seqs.append(rng.integers(lo, lo + 300, size=rng.integers(3, 13)).tolist())
+    return TokenizedData(ragged={"input_ids": Ragged.from_lists(seqs)}, columns={"labels": labels.astype(np.int64)})
+
+
+def simulator(algorithm="fedavg", sparse=True, reuse_weight=False, weight_decay=0.0, rounds=2, local_steps=3,
+              vocab=VOCAB, **params) -> Simulator:
+    fl = FLConfig(rounds=rounds, clients_per_round=3, local_steps=local_steps, batch_size=4, client_lr=5e-2,
+                  weight_decay=weight_decay, sparse_embeddings=sparse, eval_batch_size=64)
+    cfg = RunConfig(seed=3, partition=PartitionConfig(n_clients=5), fl=fl, device="cpu",
+                    algorithm=AlgorithmConfig(name=algorithm, params=params), wandb="disabled", progress=False)
+    train, test = bag_data(100, 1, vocab), bag_data(30, 2, vocab)
+    client_train = list(np.array_split(np.arange(100), 5))
+    client_test = list(np.array_split(np.arange(30), 5))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BagOfWords(reuse_weight, vocab)
+    alg = get_algorithm(algorithm).from_params(params)
+    return Simulator(cfg, BagTask(), model, train, test, client_train, client_test, alg, pad_id=0,
+                     device=torch.device("cpu"), world=World())
+
+
+def trained(sim: Simulator) -> Simulator:
+    sim.run_federated()
+    return sim
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedadam"])
+def test_row_sparse_path_gives_the_dense_bits(algorithm):
+    fast, dense = trained(simulator(algorithm)), trained(simulator(algorithm, sparse=False))
+    assert fast.row_sparse is not None and dense.row_sparse is None
+    assert fast.row_sparse.touched_rows()[0] not in (None, 0)  # the last client really went the sparse way
+    changed = (fast.global_params != simulator(algorithm).global_params).sum()
+    assert changed > 0  # training moved the weights
+    assert torch.equal(fast.global_params, dense.global_params)
+    assert fast.state.per_round == dense.state.per_round
+
+
+def test_rows_seen_in_an_earlier_step_keep_moving_and_padding_row_stays():
+    """Adam keeps updating a row whose gradient is zero again (momentum): the union of looked-up rows must."""
+    fast, dense = trained(simulator(local_steps=6, rounds=1)), trained(simulator(local_steps=6, rounds=1, sparse=False))
+    assert torch.equal(fast.global_params, dense.global_params)
+    emb0 = simulator().model.emb.weight[0]  # the first parameter: row 0 = padding row
+    assert torch.equal(fast.global_params[:8], emb0)  # never updated
+
+
+def test_weight_read_outside_the_lookup_falls_back_to_dense_rows_exactly():
+    fast = trained(simulator(reuse_weight=True))
+    dense = trained(simulator(reuse_weight=True, sparse=False))
+    assert fast.row_sparse is not None
+    assert fast.row_sparse.touched_rows()[0] is None  # the hook saw the dense gradient
+    assert torch.equal(fast.global_params, dense.global_params)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"algorithm": "fedprox", "mu": 0.1},  # client_loss hook: the proximal gradient is dense
+    {"algorithm": "scaffold"},  # after_client_step hook
+    {"weight_decay": 0.01},  # decoupled decay moves every row
+    {"sparse": False},
+    {"vocab": MIN_ROWS - 1},  # no vocabulary-sized table
+])
+def test_row_sparse_path_only_where_exact(kwargs):
+    assert simulator(**kwargs).row_sparse is None
+
+
+def test_shared_tables_are_not_eligible():
+    model = BagOfWords()
+    other = torch.nn.Embedding(VOCAB, 8)
+    assert eligible_tables(model) == [model.emb]
+    other.weight = model.emb.weight  # tied (as an output layer sharing the word embedding)
+    model.tied = other
+    assert eligible_tables(model) == []
+
+
+def test_start_client_restores_every_buffer_after_a_client():
+    sim = simulator()
+    fast = sim.row_sparse
+    sim.algorithm.init_server(sim.global_params)
+    fast.start_round()
+    fast.start_client()
+    ctx = sim._context(0, 1, 20, sim._schedule(sim.client_train[0], np.random.default_rng(0), 1, 3),
+                       lambda: fast, zero_grad=fast.zero_grad)
+    with fast.active():
+        sim.algorithm.client_update(ctx)
+    assert not torch.equal(sim.params, sim.global_params)
+    assert fast.exp_avg.abs().sum() > 0 and sim.grads.abs().sum() > 0
+    assert "forward" not in sim.model.emb.__dict__  # the lookup patch is gone after the client
+    fast.start_client()  # what the next client sees: a fresh client, without a full reset
+    assert torch.equal(sim.params, sim.global_params)
+    assert not sim.grads.any() and not fast.exp_avg.any() and not fast.exp_avg_sq.any()
+    assert fast.touched_rows() == [0]
+
+
+def test_option_is_validated_and_recorded(tiny_overrides):
+    with pytest.raises(config.ConfigError, match="fl.sparse_embeddings"):
+        config.resolve("tc", "smoke", tiny_overrides("fl.sparse_embeddings=3"))
+    cfg = config.resolve("tc", "smoke", tiny_overrides("fl.sparse_embeddings=false"))
+    assert cfg.fl.sparse_embeddings is False
