@@ -3,7 +3,7 @@ simulation engine (``flwr[simulation]``, Ray backend), same machine, same invoca
 
 Workload: BBC News text classification, 100 clients (uniform partition of 1,600 training
 rows, 16 each), all 100 clients in every round, 1 local AdamW step per client on a batch of
-8 x <=32 tokens, FedAvg weighted by client size, no evaluation; 1 warm-up round + 3 timed
+8 x <=32 tokens, FedAvg weighted by client size, no evaluation; 1 warm-up round + 5 timed
 rounds. Both sides train the same model from the same initial weights on the same padded
 batches (taken from our engine's schedule) with the same per-client dropout seeds, so
 their final global weights agree (the "parity" line).
@@ -22,7 +22,10 @@ their final global weights agree (the "parity" line).
 Our side is timed as users run it (default config: the exact row-sparse update of the word
 embedding, ``fednlp_bench/sparse_rows.py``, which leaves the rows a client never looked up alone
 and gives bit-identical weights) and, as a secondary figure, with the dense client path
-(``fl.sparse_embeddings=false``), each with each of ``--threads`` (torch intra-op threads). The
+(``fl.sparse_embeddings=false``), each with each of ``--threads`` (torch intra-op threads);
+and under ``torchrun`` with ``--ranks`` processes of 1 thread each (``benchmarks/ours_ranks.py``:
+each rank trains its shard of the cohort, one all-reduce per round), as Flower runs one Ray actor
+per core. The
 headline ratio is Flower's fastest timed round over ours (each side's best setting;
 load from other processes only adds time, and overhead.py quotes minima too); the ratio
 of medians is printed beside it. Both sides build the client's AdamW with the same
@@ -37,7 +40,7 @@ clients needs ~22 GB of RAM for Flower alone (our engine: O(model)).
 
     make bench-peers        # creates .venv-peers (flwr[simulation]) and runs this script
     .venv/bin/python benchmarks/vs_flower.py [--peers-python .venv-peers/bin/python]
-        [--model tiny|minilm-l6] [--num-cpus 1,2] [--rounds 4] [--clients 100]
+        [--model tiny|minilm-l6] [--num-cpus 1,2] [--rounds 6] [--clients 100] [--ranks 2]
 """
 from __future__ import annotations
 
@@ -138,6 +141,21 @@ def run_ours(cfg, record: bool):
     return times, cpu, sim, prep, part, setup
 
 
+def run_ours_ranks(n: int, args, model: str, work: Path, tag: str) -> dict:
+    """Our engine under ``torchrun --nproc_per_node n`` (1 thread per rank): benchmarks/ours_ranks.py."""
+    out = work / f"ours_ranks{n}_{tag}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           str(HERE / "ours_ranks.py"), "--model", model, "--clients", str(args.clients), "--rounds", str(args.rounds),
+           "--work", str(work), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"our engine under torchrun ({n} ranks) failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(Path(f"{out}.json").read_text())
+    res["final"] = np.load(f"{out}_final.npy")
+    return res
+
+
 def optimizer_settings(sim) -> dict:
     """The keyword arguments of the AdamW our engine builds per client, so that Flower's client builds the
     same one (including the implementation choice: foreach/fused)."""
@@ -234,10 +252,15 @@ def main() -> None:
                     help="also time Flower's HuggingFace-template client (new model per client_fn call) at this "
                          "num_cpus (default 1); a secondary figure, not used for the ratio")
     ap.add_argument("--threads", default="1,2", help="torch thread counts to try for our engine")
+    ap.add_argument("--ranks", default="2",
+                    help="also time our engine under torchrun with these rank counts, 1 thread per rank (as "
+                         "Flower runs one Ray actor per core); empty: skip")
     ap.add_argument("--no-dense", dest="dense", action="store_false",
                     help="skip the secondary timing of our engine with the dense client path (fl.sparse_embeddings=false)")
     ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=4, help="rounds per run; the first is a warm-up")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="rounds per run; the first is a warm-up (Flower's rounds keep getting faster over the "
+                         "first few, so its minimum needs several)")
     ap.add_argument("--work", default="/tmp/vsflower")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per Flower run")
     ap.add_argument("--json", help="also write all figures to this JSON file")
@@ -288,6 +311,15 @@ def main() -> None:
                                      "threads": t, "sparse_embeddings": sparse,
                                      "row_sparse_path": sim.row_sparse is not None}
         del sim
+    rank_counts = [int(x) for x in args.ranks.split(",") if x.strip()]
+    ranks_parity = {}
+    for n in rank_counts:
+        res = run_ours_ranks(n, args, model, work, "pass1")
+        ranks_parity[n] = float(np.max(np.abs(res.pop("final") - ours_final)))
+        ours[f"{n} ranks x 1 thread"] = {"setup_seconds": res["setup_seconds"], "rounds_pass1": res["rounds"],
+                                         "cpu_pass1": res["cpu"], "threads": 1, "ranks": n, "sparse_embeddings": True,
+                                         "row_sparse_path": res["row_sparse_path"],
+                                         "parity_vs_one_process": ranks_parity[n]}
     load["after_ours_1"] = os.getloadavg()
 
     flower: dict[str, dict] = {}
@@ -315,6 +347,13 @@ def main() -> None:
         res["timed"] = res["rounds_pass1"][timed] + times[timed]
         res["median"] = statistics.median(res["timed"])
         del sim
+    for n in rank_counts:
+        res = run_ours_ranks(n, args, model, work, "pass2")
+        r = ours[f"{n} ranks x 1 thread"]
+        r["rounds_pass2"], r["cpu_pass2"] = res["rounds"], res["cpu"]
+        r["cpu_timed"] = r["cpu_pass1"][timed] + res["cpu"][timed]
+        r["timed"] = r["rounds_pass1"][timed] + res["rounds"][timed]
+        r["median"] = statistics.median(r["timed"])
     load["after_ours_2"] = os.getloadavg()
 
     for res in ours.values():
@@ -340,7 +379,8 @@ def main() -> None:
         print(f"ours   {t}: row-sparse path {'on' if res['row_sparse_path'] else 'off'}; set-up {res['setup_seconds']:.2f} s; warm-up round {res['rounds_pass1'][0]:.3f} s; "
               f"timed rounds {fmt(res['rounds_pass1'][timed])} | after Flower {fmt(res['rounds_pass2'][timed])}; "
               f"min {res['min']:.3f}, median {res['median']:.3f} s/round; CPU {statistics.median(res['cpu_timed']):.2f} "
-              f"CPU-s/round (median)")
+              f"CPU-s/round (median)" + (f"; final weights vs one process: max diff {res['parity_vs_one_process']:.1e} "
+                                         f"(all-reduce summation order)" if "ranks" in res else ""))
     for k, res in flower.items():
         print(f"flower {k} ({res['n_actors']} Ray actors): start-up {res['startup_seconds']:.2f} s "
               f"(+ imports {res['import_seconds']:.2f} s); start-up + warm-up round {res['startup_and_warmup_seconds']:.2f} s; "
@@ -357,14 +397,21 @@ def main() -> None:
     print(f"per-round ratio (fastest rounds) flower({best_flower}) / ours({best_ours}) = "
           f"{flower_min:.3f} / {ours_min:.3f} = {ratio:.2f}x (floor >= {FLOOR:g}x: {'PASS' if ratio >= FLOOR else 'FAIL'}); "
           f"ratio of medians flower({med_flower}) / ours({med_ours}) = {ratio_median:.2f}x")
+    single = {k: v for k, v in default.items() if "ranks" not in v}
+    best_single = min(single, key=lambda k: ours[k]["min"])
+    ratio_single = flower_min / ours[best_single]["min"]
+    print(f"  one process ({best_single}): {flower_min:.3f} / {ours[best_single]['min']:.3f} = {ratio_single:.2f}x"
+          + "".join(f"; torchrun {k}: {flower_min:.3f} / {v['min']:.3f} = {flower_min / v['min']:.2f}x"
+                    for k, v in default.items() if "ranks" in v))
     dense = {k: v for k, v in ours.items() if not v["sparse_embeddings"]}
     ratio_dense = None
     if dense:
         best_dense = min(dense, key=lambda k: ours[k]["min"])
         ratio_dense = flower_min / ours[best_dense]["min"]
         same = float(np.max(np.abs(dense_final - ours_final))) if dense_final is not None else float("nan")
+        speedup = ours[best_dense]["min"] / ours[best_dense.replace(",dense", "")]["min"]
         print(f"secondary: ours with the dense client path ({best_dense}) {ours[best_dense]['min']:.3f} s/round: "
-              f"flower / ours-dense = {ratio_dense:.2f}x; row-sparse speed-up {ours[best_dense]['min'] / ours_min:.2f}x; "
+              f"flower / ours-dense = {ratio_dense:.2f}x; row-sparse speed-up at the same threads {speedup:.2f}x; "
               f"max|w_dense - w_row_sparse| = {same:.1e}")
     cpu_ours = min(statistics.median(r["cpu_timed"]) for r in default.values())
     cpu_flower = min(statistics.median(r["round_cpu_seconds"]) for r in flower.values())
@@ -376,6 +423,7 @@ def main() -> None:
             "machine": machine(), "model": args.model, "n_params": n_params, "config": cfg.to_dict(),
             "ours": ours, "flower": flower, "flower_template": template, "best_threads": best_ours,
             "best_flower": best_flower, "ratio": ratio, "ratio_median": ratio_median, "ratio_dense": ratio_dense,
+            "ratio_one_process": ratio_single,
             "cpu_ratio": cpu_flower / cpu_ours, "floor": FLOOR, "load": load,
         }, indent=1))
     if args.strict and ratio < FLOOR:
