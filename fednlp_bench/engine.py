@@ -277,7 +277,7 @@ class Simulator:
         if type(opt) is not torch.optim.AdamW or opt.defaults.get("amsgrad"):
             return None
         hparams = {k: v for k, v in opt.defaults.items() if k != "params"}
-        fast = RowSparseClient(self.model, self.params, self.grads, self.global_params, tables, hparams)
+        fast = RowSparseClient(self.params, self.grads, self.global_params, tables, hparams)
         log.info("row-sparse client updates for %d embedding table(s), %d of %d trainable parameters",
                  len(tables), fast.n_sparse_parameters, self.params.numel())
         return fast

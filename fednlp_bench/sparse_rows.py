@@ -34,7 +34,7 @@ If the weight nevertheless receives a gradient through some other use (model cod
 that reads ``module.weight`` directly), a hook on the weight notices it and the
 table is treated as dense for the rest of that client: still exact, only slower.
 
-The engine uses this path only where it is exact (see ``Simulator.__init__``): the
+The engine uses this path only where it is exact (``Simulator._row_sparse_client``): the
 algorithm keeps the base client half (no ``client_loss``/``after_client_step``/
 ``process_update``/``client_update`` override: FedAvg and the FedOpt family), no
 DP, ``fl.weight_decay == 0``; ``--set fl.sparse_embeddings=false`` turns it off.
@@ -114,17 +114,13 @@ class RowSparseClient:
     of the dense client AdamW (``lr``, ``betas``, ``eps``, ``weight_decay`` = 0, ``fused``...).
     """
 
-    def __init__(self, model: torch.nn.Module, params: torch.Tensor, grads: torch.Tensor,
-                 global_params: torch.Tensor, tables: list[torch.nn.Embedding], hparams: dict) -> None:
+    def __init__(self, params: torch.Tensor, grads: torch.Tensor, global_params: torch.Tensor,
+                 tables: list[torch.nn.Embedding], hparams: dict) -> None:
         if hparams.get("weight_decay", 0.0) != 0.0:
             raise ValueError("the row-sparse path is exact only with weight_decay == 0")
         self.params, self.grads, self.global_params = params, grads, global_params
         self.hparams = hparams
-        offsets, offset = {}, 0
-        for p in (p for p in model.parameters() if p.requires_grad):
-            offsets[id(p)] = offset
-            offset += p.numel()
-        self.tables = [_Table(m, offsets[id(m.weight)], m.num_embeddings, m.embedding_dim) for m in tables]
+        self.tables = [_Table(m, self._offset(m.weight), m.num_embeddings, m.embedding_dim) for m in tables]
         spans = sorted((t.offset, t.offset + t.rows * t.dim) for t in self.tables)
         self.dense: list[tuple[int, int]] = []  # the flat ranges outside the tables
         start = 0
@@ -136,11 +132,18 @@ class RowSparseClient:
             self.dense.append((start, params.numel()))
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
-        n_slots = len(self.dense) + len(self.tables)
-        self.steps = [torch.zeros((), dtype=torch.float32, device=params.device) for _ in range(n_slots)]
+        # one AdamW step counter per tensor handed to the kernel: each dense range, then each table
+        self.steps = [torch.zeros((), dtype=torch.float32, device=params.device)
+                      for _ in range(len(self.dense) + len(self.tables))]
         self._full_reset = True
         for t in self.tables:
             t.touched = self._empty()
+
+    def _offset(self, weight: torch.Tensor) -> int:
+        """Where ``weight`` starts in the flat buffer it is a view of (engine.flatten_model)."""
+        if weight.untyped_storage().data_ptr() != self.params.untyped_storage().data_ptr():
+            raise ValueError("embedding weight is not a view of the flat parameter buffer")
+        return (weight.data_ptr() - self.params.data_ptr()) // self.params.element_size()
 
     @property
     def n_sparse_parameters(self) -> int:
@@ -254,7 +257,7 @@ class RowSparseClient:
         h = self.hparams
         beta1, beta2 = h.get("betas", (0.9, 0.999))
         adamw_step(
-            ps, gs, ms, vs, [], self.steps[: len(ps)], foreach=h.get("foreach"), fused=h.get("fused"),
+            ps, gs, ms, vs, [], self.steps, foreach=h.get("foreach"), fused=h.get("fused"),
             amsgrad=False, beta1=beta1, beta2=beta2, lr=h["lr"], weight_decay=0.0, eps=h.get("eps", 1e-8),
             maximize=h.get("maximize", False),
         )
