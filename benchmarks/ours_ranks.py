@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import vs_flower as V
-from _common import build
 from fednlp_bench.engine import World
 
 
@@ -28,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--clients", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     ap.add_argument("--dense", action="store_true", help="fl.sparse_embeddings=false")
     ap.add_argument("--work", required=True)
@@ -43,21 +41,7 @@ def main() -> None:
     import torch.distributed as dist
 
     cfg = V.make_config(args, args.model, sparse=not args.dense)
-    t0 = time.perf_counter()
-    sim, _, _ = build(cfg)
-    sim.algorithm.n_clients = len(sim.client_train)
-    sim.algorithm.init_server(sim.global_params)
-    setup = time.perf_counter() - t0
-    times, cpu = [], []
-    for r in range(1, cfg.fl.rounds + 1):
-        if world.size > 1:
-            dist.barrier()
-        t, c = time.perf_counter(), time.process_time()
-        sim.run_round(r)
-        if world.size > 1:
-            dist.barrier()
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+    times, cpu, sim, _, _, setup = V.run_ours(cfg, False, sync=dist.barrier if world.size > 1 else None)
     cpu_all = torch.tensor(cpu, dtype=torch.float64)
     world.all_reduce(cpu_all)
     if world.is_main:

@@ -124,8 +124,11 @@ def make_config(args, model: str, sparse: bool = True):
     ])
 
 
-def run_ours(cfg, record: bool):
-    """(seconds per round, simulator, prepared data, partition, setup seconds)."""
+def run_ours(cfg, record: bool, sync=None):
+    """(seconds per round, CPU seconds per round, simulator, prepared data, partition, setup seconds).
+
+    ``sync`` (e.g. ``torch.distributed.barrier`` under torchrun) runs before and after every
+    timed round, so that a round's time is the slowest rank's."""
     t0 = time.perf_counter()
     sim, prep, part = build(cfg, RecordingSimulator if record else Simulator)
     sim.algorithm.n_clients = len(sim.client_train)
@@ -133,8 +136,12 @@ def run_ours(cfg, record: bool):
     setup = time.perf_counter() - t0
     times, cpu = [], []
     for r in range(1, cfg.fl.rounds + 1):
+        if sync is not None:
+            sync()
         t, c = time.perf_counter(), time.process_time()
         sim.run_round(r)
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return times, cpu, sim, prep, part, setup

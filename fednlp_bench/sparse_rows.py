@@ -168,18 +168,14 @@ class RowSparseClient:
         else:
             for a, b in self.dense:
                 self.params[a:b].copy_(self.global_params[a:b])
-                for buf in (self.grads, self.exp_avg, self.exp_avg_sq):
-                    buf[a:b].zero_()
             for t in self.tables:
                 if t.touched is None:
                     t.view(self.params).copy_(t.view(self.global_params))
-                    for buf in (self.grads, self.exp_avg, self.exp_avg_sq):
-                        t.view(buf).zero_()
                 elif t.touched.numel():
                     rows = t.touched
                     t.view(self.params).index_copy_(0, rows, t.view(self.global_params).index_select(0, rows))
-                    for buf in (self.grads, self.exp_avg, self.exp_avg_sq):
-                        t.view(buf).index_fill_(0, rows, 0.0)
+            for buf in (self.grads, self.exp_avg, self.exp_avg_sq):
+                self._zero_touched(buf)
         for t in self.tables:
             t.touched = self._empty()
         for s in self.steps:
@@ -228,14 +224,18 @@ class RowSparseClient:
 
         return hook
 
-    def zero_grad(self) -> None:
+    def _zero_touched(self, buf: torch.Tensor) -> None:
+        """Zero ``buf`` (a flat buffer) where it can be non-zero: the dense rest and the touched rows."""
         for a, b in self.dense:
-            self.grads[a:b].zero_()
+            buf[a:b].zero_()
         for t in self.tables:
             if t.touched is None:
-                t.view(self.grads).zero_()
+                t.view(buf).zero_()
             elif t.touched.numel():
-                t.view(self.grads).index_fill_(0, t.touched, 0.0)
+                t.view(buf).index_fill_(0, t.touched, 0.0)
+
+    def zero_grad(self) -> None:
+        self._zero_touched(self.grads)
 
     def step(self) -> None:
         """One AdamW step (the dense optimiser's kernel and settings) over the dense rest and touched rows."""
