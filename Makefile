@@ -86,12 +86,13 @@ $(PEERS_STAMP): benchmarks/requirements-peers.txt constraints.txt
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
 	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt -r benchmarks/requirements-peers.txt
+	$(PEERS_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 # Our engine against Flower's simulation engine and flwr-datasets, same machine, same run.
 bench-peers: install peers-install
 	$(BIN)/python benchmarks/vs_flower.py --peers-python $(PEERS_VENV)/bin/python
-	PYTHONPATH=. $(PEERS_VENV)/bin/python benchmarks/partition_speed.py
+	$(PEERS_VENV)/bin/python benchmarks/partition_speed.py
 
 # Speed and scale (benchmarks/RESULTS.md): each prints its figures and ratios from one run.
 bench-perf: install

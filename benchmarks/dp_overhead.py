@@ -37,7 +37,7 @@ ALL = ("nondp", "ghost", "vmap", "naive", "opacus-hooks", "opacus-ghost")
 
 
 def load_batch(batch: int, seq: int, dataset: str, device: torch.device):
-    import tasks
+    from fednlp_bench import tasks
     from fednlp_bench.models import load_tokenizer
 
     ds = tasks.get("tc").load(dataset)["train"]

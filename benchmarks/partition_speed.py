@@ -1,10 +1,10 @@
 """Time dirichlet_label against flwr-datasets' DirichletPartitioner on the same labels.
 
     python benchmarks/partition_speed.py                      # ours only (flwr_datasets absent)
-    PYTHONPATH=. .venv-peers/bin/python benchmarks/partition_speed.py   # side by side
+    .venv-peers/bin/python benchmarks/partition_speed.py   # side by side (make peers-install)
 
-flwr-datasets pins datasets<5, so it lives in a separate venv (.venv-peers) with this repo on
-PYTHONPATH. Both sides get the same 1,000,000 labels (20 classes) and 1,000 clients; best of 3.
+flwr-datasets pins datasets<5, so it lives in a separate venv (.venv-peers) with this repo
+installed without dependencies. Both sides get the same 1,000,000 labels (20 classes) and 1,000 clients; best of 3.
 
 What is timed, to be fair to both:
 * ours: ``make("dirichlet_label", ...).split(labels=...)`` from a numpy label column to one
@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-import partitioners
-from partitioners import stats
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners import stats
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:

@@ -286,7 +286,7 @@ def main() -> None:
 
     model = args.model
     if model == "tiny":
-        import tasks
+        from fednlp_bench import tasks
 
         from fednlp_bench.run import load_splits
 

@@ -84,8 +84,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import partitioners
-    import tasks
+    from fednlp_bench import partitioners
+    from fednlp_bench import tasks
     from fednlp_bench import algorithms, sampling
 
     print("tasks:")
@@ -103,7 +103,7 @@ def cmd_list(args) -> int:
 
 def cmd_partition(args) -> int:
     """Partition a dataset and write statistics + pictures (no training)."""
-    from partitioners.stats import write_report
+    from fednlp_bench.partitioners.stats import write_report
 
     from fednlp_bench.run import load_splits, make_partition
 
@@ -191,12 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    import partitioners
-    import tasks
-    from fednlp_bench import algorithms, config, engine, models, record, sampling
+    from fednlp_bench.errors import UserError
 
-    return (config.ConfigError, partitioners.PartitionError, tasks.DatasetError, algorithms.PluginError,
-            models.ModelNotFound, sampling.SamplerError, engine.RunError, record.RecordError)
+    return (UserError,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

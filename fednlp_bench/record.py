@@ -34,12 +34,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fednlp_bench.errors import RecordError  # noqa: F401 - re-exported
+
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
-
-
-class RecordError(ValueError):
-    """A result record does not follow the schema."""
 
 
 _NUM = (int, float)

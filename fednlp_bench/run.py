@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import partitioners
-import tasks
+from fednlp_bench import partitioners
+from fednlp_bench import tasks
 from fednlp_bench import algorithms, checkpoint, provenance, sampling
 from fednlp_bench.algorithms import CENTRALIZED
 from fednlp_bench.batching import TokenizedData
@@ -77,7 +77,7 @@ def load_splits(cfg: RunConfig):
 
 def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
     """Split train and test rows into clients with the configured partitioner (cached by spec)."""
-    from partitioners.cache import load_or_split
+    from fednlp_bench.partitioners.cache import load_or_split
 
     p = partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
                           **cfg.partition.params)
@@ -93,7 +93,7 @@ def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
         if kwargs["train_groups"] is None:
             raise ConfigError(f"partition 'natural' needs a group column; dataset '{cfg.dataset}' has none")
     if "features" in needs:
-        from partitioners.embeddings import sentence_embeddings
+        from fednlp_bench.partitioners.embeddings import sentence_embeddings
 
         emb_dir = cache_dir() / "embeddings"
         model_dir = resolve_model("minilm-l6")
@@ -114,7 +114,7 @@ def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
     stats: dict[str, Any] = {"label_names": label_names, "label_counts": counts,
                              "sizes": [int(len(r)) for r in parts]}
     try:
-        from partitioners.stats import mean_js_divergence
+        from fednlp_bench.partitioners.stats import mean_js_divergence
 
         stats["mean_js"] = float(mean_js_divergence(parts, labels))
     except ImportError:
@@ -127,7 +127,7 @@ _VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
 
 def checkpoint_dir(cfg: RunConfig) -> Path:
     """Where this configuration's checkpoint lives: keyed by everything that affects results."""
-    from tasks.base import fingerprint
+    from fednlp_bench.tasks.base import fingerprint
 
     stable = {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE}
     stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}

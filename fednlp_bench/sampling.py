@@ -26,13 +26,11 @@ from typing import Callable
 
 import numpy as np
 
+from fednlp_bench.errors import SamplerError  # noqa: F401 - re-exported
+
 Sampler = Callable[[int, np.ndarray, int, np.random.Generator], np.ndarray]
 ENTRY_POINT_GROUP = "fednlp_bench.samplers"
 _SAMPLERS: dict[str, Sampler] = {}
-
-
-class SamplerError(ValueError):
-    pass
 
 
 def register(name: str) -> Callable[[Sampler], Sampler]:

@@ -1,6 +1,7 @@
 """Non-IID partitioners for federated NLP: the FedNLP family (Lin et al. 2022) behind one registry.
 
->>> import numpy as np, partitioners
+>>> import numpy as np
+>>> from fednlp_bench import partitioners
 >>> p = partitioners.make("dirichlet_label", n_clients=10, seed=0, alpha=0.5)
 >>> parts = p.split(labels=np.arange(1000) % 4)
 >>> sum(len(x) for x in parts)
@@ -9,10 +10,10 @@
 
 from __future__ import annotations
 
-from partitioners.base import Partitioner
-from partitioners.errors import PartitionError
-from partitioners.partition import Partition
-from partitioners.registry import available, get, make
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.partition import Partition
+from fednlp_bench.partitioners.registry import available, get, make
 
 
 def split_train_test(partitioner: Partitioner, train_labels=None, test_labels=None, **kwargs) -> Partition:

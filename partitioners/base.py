@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from partitioners.errors import PartitionError
-from partitioners.inputs import Inputs, validate
-from partitioners.partition import Partition
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import Inputs, validate
+from fednlp_bench.partitioners.partition import Partition
 
 ArrayLike = Any
 

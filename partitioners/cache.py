@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from partitioners.base import Partitioner
-from partitioners.partition import Partition
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.partition import Partition
 
 log = logging.getLogger(__name__)
 

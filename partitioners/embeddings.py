@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from partitioners.errors import PartitionError
+from fednlp_bench.partitioners.errors import PartitionError
 
 BATCH_SIZE = 64
 MAX_LEN = 128

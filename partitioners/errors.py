@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
+from fednlp_bench.errors import PartitionError  # noqa: F401 - re-exported
 
-class PartitionError(ValueError):
-    """Bad partition request: unknown method or parameter, invalid value, or mismatched input.
 
-    Messages are one line and name the bad value and what is allowed.
-    """

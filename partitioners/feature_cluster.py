@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from partitioners.allocation import owner_from_class_counts, parts_from_owner
-from partitioners.base import Partitioner
-from partitioners.dirichlet_label import check_alpha, dirichlet_counts
-from partitioners.errors import PartitionError
-from partitioners.inputs import Inputs, encode
-from partitioners.label_shares import split_like, test_codes
+from fednlp_bench.partitioners.allocation import owner_from_class_counts, parts_from_owner
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.dirichlet_label import check_alpha, dirichlet_counts
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import Inputs, encode
+from fednlp_bench.partitioners.label_shares import split_like, test_codes
 
 #: KMeans restarts; fixed so that a spec fully determines the partition
 N_INIT = 4

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from partitioners.errors import PartitionError
-from partitioners.partition import Partition
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.partition import Partition
 
 
 def _h5py() -> Any:

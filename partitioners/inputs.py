@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioners.errors import PartitionError
+from fednlp_bench.partitioners.errors import PartitionError
 
 
 @dataclass(frozen=True)

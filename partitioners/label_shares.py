@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from partitioners.allocation import largest_remainder_columns, owner_from_class_counts, parts_from_owner
-from partitioners.errors import PartitionError
+from fednlp_bench.partitioners.allocation import largest_remainder_columns, owner_from_class_counts, parts_from_owner
+from fednlp_bench.partitioners.errors import PartitionError
 
 
 def test_codes(train_classes: np.ndarray, test_classes: np.ndarray, test_codes: np.ndarray) -> np.ndarray:

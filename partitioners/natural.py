@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from partitioners.allocation import parts_from_owner
-from partitioners.base import Partitioner
-from partitioners.errors import PartitionError
-from partitioners.inputs import Inputs, encode
+from fednlp_bench.partitioners.allocation import parts_from_owner
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import Inputs, encode
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,14 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
 
 
 def _class_names(labels: Any) -> list[str]:
-    from partitioners.inputs import encode
+    from fednlp_bench.partitioners.inputs import encode
 
     return [str(c) for c in encode(labels)[0]]
 
 
 def plot_label_heatmap(parts: Sequence[np.ndarray], labels: Any, path: str | os.PathLike) -> Path:
     """Clients x classes heat map of each client's normalised label distribution."""
-    from partitioners.stats import _normalise, label_matrix
+    from fednlp_bench.partitioners.stats import _normalise, label_matrix
 
     dist = _normalise(label_matrix(parts, labels))
     fig = _figure(max(4.0, 0.3 * dist.shape[1] + 2), 5.0)
@@ -60,7 +60,7 @@ def plot_label_heatmap(parts: Sequence[np.ndarray], labels: Any, path: str | os.
 
 def plot_label_bars(parts: Sequence[np.ndarray], labels: Any, path: str | os.PathLike, max_clients: int = 100) -> Path:
     """Per-client stacked bars of the label distribution (first ``max_clients`` clients)."""
-    from partitioners.stats import _normalise, label_matrix
+    from fednlp_bench.partitioners.stats import _normalise, label_matrix
 
     dist = _normalise(label_matrix(parts, labels))[:max_clients]
     fig = _figure(max(5.0, 0.08 * len(dist) + 3), 4.0)
@@ -82,7 +82,7 @@ def plot_label_bars(parts: Sequence[np.ndarray], labels: Any, path: str | os.Pat
 
 def plot_js_heatmap(parts: Sequence[np.ndarray], labels: Any, path: str | os.PathLike, max_clients: int = 500) -> Path:
     """Client x client JS-divergence heat map (FedNLP Figure 2 style), first ``max_clients``."""
-    from partitioners.stats import pairwise_js_divergence
+    from fednlp_bench.partitioners.stats import pairwise_js_divergence
 
     js = pairwise_js_divergence(list(parts)[:max_clients], labels)
     fig = _figure(5.5, 4.5)
@@ -107,7 +107,7 @@ def plot_client_sizes(parts: Sequence[np.ndarray], path: str | os.PathLike) -> P
 
 def write_report(parts: Sequence[np.ndarray], labels: Any, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write all pictures plus ``summary.json`` into ``out_dir`` (what ``fednlp-bench partition --plot`` emits)."""
-    from partitioners.stats import summary
+    from fednlp_bench.partitioners.stats import summary
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

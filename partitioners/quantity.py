@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioners.allocation import largest_remainder, owner_from_sizes, parts_from_owner
-from partitioners.base import Partitioner
-from partitioners.dirichlet_label import check_alpha
-from partitioners.errors import PartitionError
-from partitioners.inputs import Inputs
+from fednlp_bench.partitioners.allocation import largest_remainder, owner_from_sizes, parts_from_owner
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.dirichlet_label import check_alpha
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import Inputs
 
 
 @dataclass(frozen=True)

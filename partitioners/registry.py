@@ -6,16 +6,16 @@ import difflib
 import importlib
 from typing import Any
 
-from partitioners.base import Partitioner
-from partitioners.errors import PartitionError
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.errors import PartitionError
 
 _METHODS: dict[str, str] = {
-    "uniform": "partitioners.uniform:Uniform",
-    "dirichlet_label": "partitioners.dirichlet_label:DirichletLabel",
-    "quantity": "partitioners.quantity:Quantity",
-    "shard": "partitioners.shard:Shard",
-    "natural": "partitioners.natural:Natural",
-    "feature_cluster": "partitioners.feature_cluster:FeatureCluster",
+    "uniform": "fednlp_bench.partitioners.uniform:Uniform",
+    "dirichlet_label": "fednlp_bench.partitioners.dirichlet_label:DirichletLabel",
+    "quantity": "fednlp_bench.partitioners.quantity:Quantity",
+    "shard": "fednlp_bench.partitioners.shard:Shard",
+    "natural": "fednlp_bench.partitioners.natural:Natural",
+    "feature_cluster": "fednlp_bench.partitioners.feature_cluster:FeatureCluster",
 }
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioners.allocation import largest_remainder, parts_from_owner
-from partitioners.base import Partitioner
-from partitioners.errors import PartitionError
-from partitioners.inputs import Inputs
-from partitioners.label_shares import split_like, test_codes
+from fednlp_bench.partitioners.allocation import largest_remainder, parts_from_owner
+from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import Inputs
+from fednlp_bench.partitioners.label_shares import split_like, test_codes
 
 
 @dataclass(frozen=True)

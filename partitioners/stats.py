@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from partitioners.errors import PartitionError
-from partitioners.inputs import encode
+from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.inputs import encode
 
 
 def _codes(parts: Sequence[np.ndarray], labels: Any) -> tuple[np.ndarray, int]:
@@ -99,7 +99,7 @@ def summary(parts: Sequence[np.ndarray], labels: Any = None) -> dict[str, Any]:
     return out
 
 
-from partitioners.plots import (  # noqa: E402  (re-export; plots imports matplotlib lazily)
+from fednlp_bench.partitioners.plots import (  # noqa: E402  (re-export; plots imports matplotlib lazily)
     plot_client_sizes,
     plot_js_heatmap,
     plot_label_bars,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from partitioners.allocation import largest_remainder, owner_from_sizes, parts_from_owner
-from partitioners.base import NoParams, Partitioner
-from partitioners.inputs import Inputs
+from fednlp_bench.partitioners.allocation import largest_remainder, owner_from_sizes, parts_from_owner
+from fednlp_bench.partitioners.base import NoParams, Partitioner
+from fednlp_bench.partitioners.inputs import Inputs
 
 
 class Uniform(Partitioner):

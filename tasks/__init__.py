@@ -4,14 +4,14 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from tasks.base import DatasetError, TaskAdapter
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter
 
 # task name -> "module:Class" (imported lazily so `fednlp-bench list` stays fast)
 _REGISTRY: dict[str, str] = {
-    "tc": "tasks.text_classification:TextClassification",
-    "st": "tasks.sequence_tagging:SequenceTagging",
-    "qa": "tasks.extractive_qa:ExtractiveQA",
-    "s2s": "tasks.seq2seq:Seq2Seq",
+    "tc": "fednlp_bench.tasks.text_classification:TextClassification",
+    "st": "fednlp_bench.tasks.sequence_tagging:SequenceTagging",
+    "qa": "fednlp_bench.tasks.extractive_qa:ExtractiveQA",
+    "s2s": "fednlp_bench.tasks.seq2seq:Seq2Seq",
 }
 
 

@@ -21,13 +21,10 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import TokenizedData, eval_batches
+from fednlp_bench.errors import DatasetError  # noqa: F401 - re-exported
 from fednlp_bench.paths import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """A dataset name, file or column is invalid; the message says what is allowed."""
 
 
 def fingerprint(*parts: Any) -> str:

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import TokenizedData
-from tasks import cloze_qa, news_corpora, qa_windows
-from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
-from tasks.splits import split_rows
-from tasks.squad_metric import squad_scores
-from tasks.text_arrays import ragged_str
+from fednlp_bench.tasks import cloze_qa, news_corpora, qa_windows
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.splits import split_rows
+from fednlp_bench.tasks.squad_metric import squad_scores
+from fednlp_bench.tasks.text_arrays import ragged_str
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class ExtractiveQA(TaskAdapter):
 
     # --- loading --------------------------------------------------------------
     def _cloze(self, dataset: str) -> list[dict]:
-        from tasks import ner_silver
+        from fednlp_bench.tasks import ner_silver
 
         articles = news_corpora.load_articles(PACKAGED[dataset])
         log.info("qa: finding headline entities in %d articles (once, then cached)", len(articles))
@@ -83,7 +83,7 @@ class ExtractiveQA(TaskAdapter):
         return rows
 
     def _load_packaged(self, dataset: str, split_seed: int, test_fraction: float):
-        from tasks import ner_silver
+        from fednlp_bench.tasks import ner_silver
 
         key = f"qa-{dataset}-{fingerprint(split_seed, test_fraction, ner_silver.SPACY_MODEL, cloze_qa.MAX_CONTEXT_CHARS, _CACHE_VERSION)}"
         return cached_dataset_dict(key, lambda: self._split(self._cloze(dataset), split_seed, test_fraction))

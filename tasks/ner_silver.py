@@ -14,7 +14,7 @@ import logging
 from functools import lru_cache
 from typing import Iterable
 
-from tasks.base import DatasetError
+from fednlp_bench.tasks.base import DatasetError
 
 log = logging.getLogger(__name__)
 

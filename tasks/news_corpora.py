@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from tasks.text_classification import package_dir, read_text_file
+from fednlp_bench.tasks.text_classification import package_dir, read_text_file
 
 CORPORA = ("bbc", "newsarticles")
 # NewsArticles replaced curly quotes/apostrophes by '"?' when it was scraped.

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData, _ranges
-from tasks.base import DatasetError
-from tasks.text_arrays import strings_to_ragged
+from fednlp_bench.tasks.base import DatasetError
+from fednlp_bench.tasks.text_arrays import strings_to_ragged
 
 MAX_ANSWER_TOKENS = 30
 _TOKEN_COLUMNS = ("input_ids", "token_type_ids", "ctx_start", "ctx_end")

@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
-from tasks import news_corpora
-from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks import news_corpora
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
 
 # EncoderDecoderModel warns on every training batch that it builds decoder inputs from the
 # labels, which is exactly what we rely on; the message is noise in logs.
 warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way to train encoder-decoder",
                         category=FutureWarning)
-from tasks.splits import split_rows
-from tasks.text_arrays import ragged_str, strings_to_ragged
+from fednlp_bench.tasks.splits import split_rows
+from fednlp_bench.tasks.text_arrays import ragged_str, strings_to_ragged
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
-from tasks import ner_silver, news_corpora
-from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
-from tasks.splits import split_rows
+from fednlp_bench.tasks import ner_silver, news_corpora
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.splits import split_rows
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
-from tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
 
 HUB_ALIASES = {
     "20news": ("SetFit/20_newsgroups", None),

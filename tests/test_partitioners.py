@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import partitioners
-from partitioners import stats
-from partitioners.cache import load_or_split, load_partition
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners import stats
+from fednlp_bench.partitioners.cache import load_or_split, load_partition
 
 N = 3000
 ALL = ["uniform", "dirichlet_label", "quantity", "shard", "natural", "feature_cluster"]

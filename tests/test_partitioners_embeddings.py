@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-import partitioners
-from partitioners.embeddings import default_model_dir, embeddings_key, sentence_embeddings
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners.embeddings import default_model_dir, embeddings_key, sentence_embeddings
 
 TOPICS = {
     "sport": ["The striker scored twice in the final.", "The team won the league title.", "A late goal decided the match.",
@@ -42,7 +42,7 @@ def test_minilm_embeddings_cluster_by_topic(tmp_path, monkeypatch) -> None:
     p = partitioners.make("feature_cluster", 2, 0, n_clusters=2, alpha=0.01)
     parts = p.split(features=emb)
     assert sorted(np.concatenate(parts).tolist()) == list(range(50))
-    from partitioners.feature_cluster import cluster_ids
+    from fednlp_bench.partitioners.feature_cluster import cluster_ids
 
     ids, _ = cluster_ids(emb, 2, 0)
     agree = np.mean(ids == np.asarray(topic))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import partitioners
-from partitioners import PartitionError
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners import PartitionError
 
 LABELS = np.arange(100) % 4
 

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-import partitioners
-from partitioners import PartitionError
-from partitioners.fednlp_h5 import method_key, read_data_h5, read_partition_h5, write_data_h5, write_partition_h5
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners import PartitionError
+from fednlp_bench.partitioners.fednlp_h5 import method_key, read_data_h5, read_partition_h5, write_data_h5, write_partition_h5
 
 
 def same(a, b) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import partitioners
+from fednlp_bench import partitioners
 
 
 def exact(parts: list[np.ndarray], n: int) -> bool:

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import partitioners
-from partitioners import stats
+from fednlp_bench import partitioners
+from fednlp_bench.partitioners import stats
 
 
 def test_label_matrix_and_js_bounds() -> None:

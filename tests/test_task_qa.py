@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
+from fednlp_bench import tasks
 from fednlp_bench import config, record
 from fednlp_bench.models import load_tokenizer
 from fednlp_bench.run import run
-from tasks import qa_windows
-from tasks.cloze_qa import PLACEHOLDER, cut_context, find_whole_word, make_cloze
-from tasks.squad_metric import exact_match, normalize_answer, squad_scores, token_f1
+from fednlp_bench.tasks import qa_windows
+from fednlp_bench.tasks.cloze_qa import PLACEHOLDER, cut_context, find_whole_word, make_cloze
+from fednlp_bench.tasks.squad_metric import exact_match, normalize_answer, squad_scores, token_f1
 
 QA = tasks.get("qa")
 

@@ -4,13 +4,13 @@ import json
 import numpy as np
 import pytest
 
-import tasks
+from fednlp_bench import tasks
 from fednlp_bench import config, record
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.models import load_tokenizer, resolve_model
 from fednlp_bench.run import run
-from tasks.seq2seq import MAX_TARGET_TOKENS, rouge_scores, target_ids
-from tasks.text_arrays import strings_to_ragged
+from fednlp_bench.tasks.seq2seq import MAX_TARGET_TOKENS, rouge_scores, target_ids
+from fednlp_bench.tasks.text_arrays import strings_to_ragged
 
 S2S = tasks.get("s2s")
 

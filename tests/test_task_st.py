@@ -4,12 +4,12 @@ import math
 import numpy as np
 import pytest
 
-import tasks
+from fednlp_bench import tasks
 from fednlp_bench import config, record
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.models import load_tokenizer
 from fednlp_bench.run import run
-from tasks.sequence_tagging import align_labels, entity_scores, entity_type_sets, read_conll
+from fednlp_bench.tasks.sequence_tagging import align_labels, entity_scores, entity_type_sets, read_conll
 
 ST = tasks.get("st")
 
@@ -122,7 +122,7 @@ def test_featurize_and_score_count_truncated_words_as_misses():
 
 
 def test_silver_tagger_bio_over_ontonotes_types():
-    from tasks import ner_silver
+    from fednlp_bench.tasks import ner_silver
 
     names = ner_silver.bio_tag_names()
     assert len(names) == 37 and names[:3] == ["O", "B-CARDINAL", "I-CARDINAL"]

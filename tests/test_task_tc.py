@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-import tasks
+from fednlp_bench import tasks
 from fednlp_bench import config, record
 from fednlp_bench.run import run
 

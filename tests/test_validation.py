@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import partitioners
+from fednlp_bench import partitioners
 from fednlp_bench import config, record
 from fednlp_bench.algorithms import PluginError
 from fednlp_bench.config import ConfigError
@@ -76,7 +76,7 @@ def test_run_ids_are_unique():
 
 
 def test_corrupt_feature_cache_is_rebuilt(tmp_path, monkeypatch):
-    import tasks
+    from fednlp_bench import tasks
     from fednlp_bench.models import load_tokenizer
 
     monkeypatch.setenv("FEDNLP_BENCH_CACHE", str(tmp_path))
@@ -94,7 +94,7 @@ def test_corrupt_feature_cache_is_rebuilt(tmp_path, monkeypatch):
 
 
 def test_corrupt_dataset_cache_is_rebuilt(tmp_path, monkeypatch):
-    import tasks
+    from fednlp_bench import tasks
 
     monkeypatch.setenv("FEDNLP_BENCH_CACHE", str(tmp_path))
     tc = tasks.get("tc")

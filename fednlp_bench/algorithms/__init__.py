@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from fednlp_bench.algorithms.base import Aggregate, Algorithm, ClientContext, ClientResult, NoHParams
+from fednlp_bench.errors import PluginError  # noqa: F401 - re-exported
 
 ENTRY_POINT_GROUP = "fednlp_bench.algorithms"
 CENTRALIZED = "centralized"
@@ -30,10 +31,6 @@ BUILTINS: dict[str, str] = {
     "scaffold": "fednlp_bench.algorithms.scaffold:Scaffold",
     "fednova": "fednlp_bench.algorithms.fednova:FedNova",
 }
-
-
-class PluginError(ValueError):
-    """An algorithm could not be found or loaded; the message names it and why."""
 
 
 @dataclass
