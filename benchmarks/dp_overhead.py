@@ -63,7 +63,7 @@ def build_model(n_labels: int, device: torch.device) -> torch.nn.Module:
 
 def make_step(method: str, batch: dict, n_labels: int, device: torch.device, clip: float, sigma: float) -> Callable[[], None]:
     """Build a fresh model for ``method`` and return its one-step closure."""
-    from fednlp_bench.engine import flatten_model
+    from fednlp_bench.local import flatten_model
     from fednlp_bench.privacy.dp_sgd import DPSGD, SampleDPParams, noise_generator
     from fednlp_bench.privacy.per_sample import per_example_loss, reference_clipped_sum
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import vs_flower as V
-from fednlp_bench.engine import World
+from fednlp_bench.world import World
 
 
 def main() -> None:

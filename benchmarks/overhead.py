@@ -19,34 +19,19 @@ import time
 import numpy as np
 import torch
 
-from _common import build, machine
+from _common import build, machine, record_batches
 from fednlp_bench import config
-from fednlp_bench.engine import Simulator
-
-
-class RecordingSimulator(Simulator):
-    """Our simulator, unchanged, plus a list of the row batches it trained on."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen: list = []
-
-    def _batches(self, row_batches):
-        def tap():
-            for rows in row_batches:
-                self.seen.append(rows)
-                yield rows
-
-        return super()._batches(tap())
 
 
 def run_fl(cfg):
-    sim, prep, _ = build(cfg, RecordingSimulator)
-    sim.algorithm.init_server(sim.global_params)
+    """(seconds, simulator, prepared data, the row batches it trained on in order)."""
+    sim, prep, _ = build(cfg)
+    seen = record_batches(sim)
+    sim.start_server()
     t0 = time.perf_counter()
     for r in range(1, cfg.fl.rounds + 1):
         sim.run_round(r)
-    return time.perf_counter() - t0, sim, prep
+    return time.perf_counter() - t0, sim, prep, [b for batches in seen.values() for b in batches]
 
 
 def run_plain(cfg, batches, prep, sim):
@@ -56,7 +41,8 @@ def run_plain(cfg, batches, prep, sim):
         model = prep.task.build_model(prep.model_path, prep.info)
     model.train()
     # the same AdamW implementation as our clients (fused where available), so only the FL plumbing differs
-    same = {k: v for k, v in sim._new_optimizer().defaults.items() if k in ("lr", "weight_decay", "fused", "foreach")}
+    same = {k: v for k, v in sim.local.optimizer.new().defaults.items()
+            if k in ("lr", "weight_decay", "fused", "foreach")}
     opt = torch.optim.AdamW(model.parameters(), **same)
     t0 = time.perf_counter()
     for rows in batches:
@@ -82,16 +68,15 @@ def main() -> None:
     cfg_default = config.resolve("tc", args.preset, base)
     fl_times, plain_times, default_times = [], [], []
     for _ in range(args.repeats):  # interleaved so that machine load hits all alike
-        t_fl, sim, prep = run_fl(cfg)
+        t_fl, sim, prep, seen = run_fl(cfg)
         fl_times.append(t_fl)
-        plain_times.append(run_plain(cfg, sim.seen, prep, sim))
-        t_default, sim_default, _ = run_fl(cfg_default)
+        plain_times.append(run_plain(cfg, seen, prep, sim))
+        t_default, sim_default, _, seen_default = run_fl(cfg_default)
         default_times.append(t_default)
-        if len(sim_default.seen) != len(sim.seen) or not all(
-                np.array_equal(x, y) for x, y in zip(sim_default.seen, sim.seen)):
+        if len(seen_default) != len(seen) or not all(np.array_equal(x, y) for x, y in zip(seen_default, seen)):
             raise SystemExit("the default engine trained on other batches than the dense one")
         same = bool(torch.equal(sim_default.global_params, sim.global_params))
-    steps = len(sim.seen)
+    steps = len(seen)
     a, b, c = min(fl_times), min(plain_times), min(default_times)
     print(f"machine: {machine()}")
     print(f"preset {args.preset}: {cfg.fl.rounds} rounds x {cfg.fl.clients_per_round} clients, {steps} optimiser steps")

@@ -57,36 +57,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import build, machine
+from _common import build, machine, record_batches
 from fednlp_bench import config
-from fednlp_bench.engine import Simulator, client_seed
+from fednlp_bench.state import client_seed
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FLOOR = 5.0
-
-
-class RecordingSimulator(Simulator):
-    """Our simulator, unchanged, plus the row batch each (round, client) trained on."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen: dict[tuple[int, int], list] = {}
-        self._current: tuple[int, int] | None = None
-
-    def _context(self, client, round, n_examples, row_batches, make_optimizer, **extra):
-        self._current = (round, client)
-        return super()._context(client, round, n_examples, row_batches, make_optimizer, **extra)
-
-    def _batches(self, row_batches):
-        key = self._current
-
-        def tap():
-            for rows in row_batches:
-                self.seen.setdefault(key, []).append(np.asarray(rows).copy())
-                yield rows
-
-        return super()._batches(tap())
 
 
 def tiny_model(work: Path, label_names: list[str]) -> str:
@@ -130,9 +107,9 @@ def run_ours(cfg, record: bool, sync=None):
     ``sync`` (e.g. ``torch.distributed.barrier`` under torchrun) runs before and after every
     timed round, so that a round's time is the slowest rank's."""
     t0 = time.perf_counter()
-    sim, prep, part = build(cfg, RecordingSimulator if record else Simulator)
-    sim.algorithm.n_clients = len(sim.client_train)
-    sim.algorithm.init_server(sim.global_params)
+    sim, prep, part = build(cfg)
+    sim.seen = record_batches(sim) if record else None
+    sim.start_server()
     setup = time.perf_counter() - t0
     times, cpu = [], []
     for r in range(1, cfg.fl.rounds + 1):
@@ -165,7 +142,7 @@ def run_ours_ranks(n: int, args, model: str, work: Path, tag: str) -> dict:
 def optimizer_settings(sim) -> dict:
     """The keyword arguments of the AdamW our engine builds per client, so that Flower's client builds the
     same one (including the implementation choice: foreach/fused)."""
-    opt = sim._optimizer()
+    opt = sim.local.optimizer.fresh()
     if type(opt) is not torch.optim.AdamW:
         raise SystemExit(f"our engine's client optimiser is {type(opt).__name__}; flower_side.py mirrors AdamW only")
     keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "fused", "maximize", "capturable",
@@ -178,7 +155,7 @@ def optimizer_settings(sim) -> dict:
     return out
 
 
-def write_flower_inputs(work: Path, cfg, sim: RecordingSimulator, prep, part) -> None:
+def write_flower_inputs(work: Path, cfg, sim, prep, part) -> None:
     arrays: dict[str, np.ndarray] = {}
     for (r, c), batches in sim.seen.items():
         if len(batches) != cfg.fl.local_steps:

@@ -1,9 +1,9 @@
 """Tokenized data held as flat numpy arrays, length-grouped batches, dynamic padding.
 
 Tokenization happens once per (dataset, tokenizer, max_len) and is cached on
-disk (ARCHITECTURE.md rule 3). Inside the round loop a batch is built from
+disk (docs/architecture.md, performance rule 3). Inside the round loop a batch is built from
 numpy slices: no tokenizer, no Arrow row access, padding only to the longest
-sequence of the batch (rule 4).
+sequence of the batch (performance rule 4).
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def length_grouped_batches(
     """Shuffle ``rows``, sort each window of ``group_size`` batches by length, shuffle batch order.
 
     Every row appears once; which rows share a window is random, so sampling
-    stays unbiased while padding waste drops (rule 4).
+    stays unbiased while padding waste drops (performance rule 4).
     """
     rows = rng.permutation(rows)
     window = batch_size * group_size

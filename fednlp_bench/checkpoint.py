@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from fednlp_bench.callbacks import Callback
+
 _SEP = "\x1f"  # nested-key separator inside safetensors names (never in user keys)
 
 
@@ -93,3 +95,19 @@ def remove(directory: str | os.PathLike) -> None:
     directory = Path(directory)
     shutil.rmtree(directory, ignore_errors=True)
     shutil.rmtree(directory.with_name(f".{directory.name}.old"), ignore_errors=True)
+
+
+class Checkpointing(Callback):
+    """Callback: every ``every`` rounds (not after the last) save the run's state tree atomically.
+
+    ``collect()`` returns the tree: every stateful component's ``state_dict()`` under its name.
+    """
+
+    name = "checkpointing"
+
+    def __init__(self, directory: str | os.PathLike, every: int, rounds: int, collect) -> None:
+        self.directory, self.every, self.rounds, self.collect = Path(directory), every, rounds, collect
+
+    def on_round_end(self, trainer: Any, round: int) -> None:
+        if round % self.every == 0 and round < self.rounds:
+            save(self.directory, self.collect())

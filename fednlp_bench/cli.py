@@ -83,28 +83,37 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    from fednlp_bench import partitioners
-    from fednlp_bench import tasks
-    from fednlp_bench import algorithms, sampling
+def _listing(title: str, entries: dict, describe) -> None:
+    """One section of ``fednlp-bench list``: every name with its source; broken plugins say why."""
+    print(f"{title}:")
+    for name, entry in entries.items():
+        if entry.error:
+            print(f"  {entry.name:<16} {entry.source:<24} [BROKEN: {entry.error}]")
+        else:
+            print(f"  {entry.name:<16} {entry.source:<24} {describe(entry.name, entry)}")
 
-    print("tasks:")
-    for name in tasks.available():
+
+def cmd_list(args) -> int:
+    from fednlp_bench import algorithms, sampling, tasks
+    from fednlp_bench.partitioners.registry import PARTITIONERS
+
+    def task_line(name, entry):
         t = tasks.get(name)
-        print(f"  {name:<8} primary={t.primary_metric:<10} datasets: {', '.join(t.datasets())}")
-    print("algorithms:")
-    for name, entry in sorted(algorithms.discover().items()):
-        status = f"  [BROKEN: {entry.error}]" if entry.error else ""
-        print(f"  {entry.name:<12} {entry.source:<24} {entry.target}{status}")
-    print("partitioners:\n  " + ", ".join(partitioners.available()))
-    print("samplers:\n  " + ", ".join(sampling.available()))
+        return f"primary={t.primary_metric:<10} datasets: {', '.join(t.datasets())}"
+
+    def target(name, entry):
+        return entry.target
+
+    _listing("tasks", tasks.TASKS.discover(), task_line)
+    _listing("algorithms", algorithms.discover(), target)
+    _listing("partitioners", PARTITIONERS.discover(), target)
+    _listing("samplers", sampling.SAMPLERS.discover(), target)
     return 0
 
 
 def cmd_partition(args) -> int:
     """Partition a dataset and write statistics + pictures (no training)."""
     from fednlp_bench.partitioners.stats import write_report
-
     from fednlp_bench.run import load_splits, make_partition
 
     if args.clients is not None:
@@ -161,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fednlp-bench", description="Federated NLP benchmark suite.")
     parser.add_argument("--version", action="version", version=f"fednlp-bench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--debug", action="store_true",
+                        help="log at DEBUG level with full tracebacks (failing clients, user errors)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run one benchmark configuration")
     _add_run_args(p)
@@ -198,8 +209,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fednlp_bench").setLevel(level)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
@@ -214,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except _user_errors() as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"fednlp-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,6 +53,7 @@ class ContinualClients:
         if storage_cap is not None and storage_cap < 1:
             raise ValueError(f"storage cap must be >= 1 or None, got {storage_cap!r}")
         self.rate, self.storage_cap, self.arrival, self.order = rate, storage_cap, arrival, order
+        self.client_rows = client_rows  # each client's whole share, as partitioned
         self.rounds = rounds
         self.stream = [np.asarray(r) if order == "chronological" else rng.permutation(np.asarray(r))
                        for r in client_rows]

@@ -143,3 +143,25 @@ def validate(record: Any) -> dict:
     if found:
         raise RecordError("invalid result record: " + "; ".join(found))
     return record
+
+
+def set_path(record: dict, path: tuple[str, ...], value: Any) -> None:
+    """``record[p0][p1]... = value``, creating the intermediate objects."""
+    node = record
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
+def build_record(header: dict[str, Any], sections: list[dict[tuple[str, ...], Any]]) -> dict:
+    """The result record: ``header`` (identity and configuration) plus every component's sections.
+
+    Each component of a run (partition, algorithm, trainer, privacy, audits, probes...) reports
+    ``{record path: value}``; they are merged in order, so a later, deeper path (``audit.canary``)
+    extends an earlier section (``audit``). The result is validated against the schema.
+    """
+    record = {"schema_version": SCHEMA_VERSION, **header}
+    for part in sections:
+        for path, value in part.items():
+            set_path(record, path, value)
+    return validate(record)

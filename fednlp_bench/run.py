@@ -1,8 +1,11 @@
-"""One benchmark run, end to end: data -> partition -> features -> rounds -> record.
+"""One benchmark run, end to end: data -> partition -> features -> trainer + callbacks -> record.
 
-The data flow is one-directional (ARCHITECTURE.md): the task adapter loads and
-caches the dataset, the partitioner splits row indices, the adapter tokenizes
-once (cached), the simulator trains, and a result record is written atomically.
+The data flow is one-directional: the task adapter loads and caches the dataset, the
+partitioner splits row indices, the adapter tokenizes once (cached), a trainer (the FL
+:class:`~fednlp_bench.engine.Simulator` or the :class:`~fednlp_bench.centralized.CentralizedTrainer`)
+trains with its callbacks around it, and :func:`fednlp_bench.record.build_record` merges every
+component's sections into the result record, written atomically. This module only wires
+components together; each lives in its own module (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,22 +21,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from fednlp_bench import partitioners
-from fednlp_bench import tasks
-from fednlp_bench import algorithms, checkpoint, provenance, sampling
+from fednlp_bench import algorithms, checkpoint, partitioners, provenance, sampling, tasks
+from fednlp_bench.aggregation import make_aggregator
 from fednlp_bench.algorithms import CENTRALIZED
+from fednlp_bench.algorithms.base import read_only
+from fednlp_bench.audit.callbacks import CanaryAudit, ClientFairness, CounterfactualProbe, MembershipAudit
+from fednlp_bench.audit.view import FinishedRun
 from fednlp_bench.batching import TokenizedData
+from fednlp_bench.callbacks import (
+    CallbackList,
+    CostReduction,
+    EvaluationSchedule,
+    FinalEvaluation,
+    ProgressBar,
+    Tracking,
+)
+from fednlp_bench.centralized import CentralizedTrainer, centralized_plan, fl_examples
+from fednlp_bench.client_data import client_data
 from fednlp_bench.config import ConfigError, RunConfig
-from fednlp_bench.engine import RunError, Simulator, World, pick_device
+from fednlp_bench.engine import EngineConfig, RunError, Simulator
+from fednlp_bench.evaluation import Evaluator
 from fednlp_bench.io_utils import atomic_write_json
+from fednlp_bench.local import LocalTraining
 from fednlp_bench.models import load_tokenizer, resolve_model
+from fednlp_bench.optim import OptimizerSpec
+from fednlp_bench.partitioners.cache import load_or_split
 from fednlp_bench.paths import cache_dir
-from fednlp_bench.record import SCHEMA_VERSION, validate
+from fednlp_bench.postprocess import algorithm_chain
+from fednlp_bench.record import build_record
+from fednlp_bench.state import TrainState
+from fednlp_bench.tasks.base import fingerprint
 from fednlp_bench.tracking import Tracker
+from fednlp_bench.world import World, pick_device
 
 log = logging.getLogger(__name__)
 
 
+# --------------------------------------------------------------------------- data
 @dataclass
 class Prepared:
     task: Any
@@ -77,8 +101,6 @@ def load_splits(cfg: RunConfig):
 
 def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
     """Split train and test rows into clients with the configured partitioner (cached by spec)."""
-    from fednlp_bench.partitioners.cache import load_or_split
-
     p = partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
                           **cfg.partition.params)
     needs = set(getattr(p, "requires", ()))
@@ -104,6 +126,8 @@ def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
 
 def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
     """Label counts per client (for heatmaps), sizes and the mean JS divergence to the prior."""
+    from fednlp_bench.partitioners.stats import mean_js_divergence
+
     labels = np.asarray(task.label_for_partition(train_ds))
     names, codes = np.unique(labels, return_inverse=True)
     info = task.info(train_ds)
@@ -111,27 +135,57 @@ def partition_stats(task, train_ds, parts: list[np.ndarray]) -> dict[str, Any]:
     if label_names is None or len(label_names) != len(names):
         label_names = [str(n) for n in names]
     counts = [np.bincount(codes[rows], minlength=len(names)).tolist() for rows in parts]
-    stats: dict[str, Any] = {"label_names": label_names, "label_counts": counts,
-                             "sizes": [int(len(r)) for r in parts]}
-    try:
-        from fednlp_bench.partitioners.stats import mean_js_divergence
-
-        stats["mean_js"] = float(mean_js_divergence(parts, labels))
-    except ImportError:
-        pass
-    return stats
+    return {"label_names": label_names, "label_counts": counts, "sizes": [int(len(r)) for r in parts],
+            "mean_js": float(mean_js_divergence(parts, labels))}
 
 
+@dataclass
+class RunData:
+    """Who trains on what: per-client train/test rows and the record's ``partition`` section;
+    for the centralized reference, the FL budget it matches (``budget``)."""
+
+    client_train: list[np.ndarray]
+    client_test: list[np.ndarray]
+    partition: dict[str, Any]
+    budget: dict[str, Any] | None = None
+
+
+def centralized_data(cfg: RunConfig, prep: Prepared) -> RunData:
+    """One client holding every row, trained for as many examples as the configured FL run."""
+    fl = cfg.fl
+    part = make_partition(cfg, prep.task, prep.dsd)
+    schedule = sampling.CohortSchedule(fl.sampler, min(fl.clients_per_round, len(part.train)), cfg.seed, fl.dropout)
+    examples = fl_examples(client_data(fl, part.train, cfg.seed).sizes, schedule, fl.rounds, fl.local_epochs,
+                           fl.local_steps, fl.batch_size)
+    budget = {"examples": round(examples, 3), "steps": sum(centralized_plan(examples, fl.batch_size, fl.rounds)),
+              "basis": f"examples the FL run trains on: partition {cfg.partition.method} "
+                       f"({len(part.train)} clients), sampler {fl.sampler}, dropout {fl.dropout:g}"}
+    return RunData([np.arange(len(prep.train))], [], {"method": "none", "n_clients": 1, "params": {}}, budget)
+
+
+def assemble_data(cfg: RunConfig, prep: Prepared, centralized: bool) -> RunData:
+    """The centralized pool (one client holding every row) or the configured partition."""
+    if centralized:
+        return centralized_data(cfg, prep)
+    part = make_partition(cfg, prep.task, prep.dsd)
+    if cfg.fl.clients_per_round > len(part.train):
+        raise ConfigError(f"fl.clients_per_round ({cfg.fl.clients_per_round}) exceeds the {len(part.train)} "
+                          f"clients the partition produced")
+    return RunData(part.train, part.test, {
+        "method": cfg.partition.method, "n_clients": len(part.train), "params": part.spec.get("params", {}),
+        "stats": partition_stats(prep.task, prep.dsd["train"], part.train)})
+
+
+# --------------------------------------------------------------------------- names and places
 _VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
 
 
 def checkpoint_dir(cfg: RunConfig) -> Path:
     """Where this configuration's checkpoint lives: keyed by everything that affects results."""
-    from fednlp_bench.tasks.base import fingerprint
-
     stable = {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE}
     stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}
-    return Path(cfg.results_dir) / "checkpoints" / f"{cfg.task}-{cfg.algorithm.name.replace('/', '_')}-{fingerprint(stable)}"
+    name = f"{cfg.task}-{cfg.algorithm.name.replace('/', '_')}-{fingerprint(stable)}"
+    return Path(cfg.results_dir) / "checkpoints" / name
 
 
 def new_run_id(cfg: RunConfig) -> str:
@@ -140,8 +194,13 @@ def new_run_id(cfg: RunConfig) -> str:
     return f"{now}-{cfg.task}-{alg}-{uuid.uuid4().hex[:8]}"
 
 
+def is_centralized(cfg: RunConfig) -> bool:
+    return cfg.algorithm.name == CENTRALIZED
+
+
 def resolve_algorithm(cfg: RunConfig) -> algorithms.Algorithm | None:
-    if cfg.algorithm.name == CENTRALIZED:
+    """The FL algorithm with its hyper-parameters; ``None`` for the centralized reference."""
+    if is_centralized(cfg):
         if cfg.algorithm.params:
             raise ConfigError(f"algorithm 'centralized' takes no hyper-parameters, got {sorted(cfg.algorithm.params)}")
         return None
@@ -153,12 +212,273 @@ def validate_up_front(cfg: RunConfig) -> algorithms.Algorithm | None:
     tasks.get(cfg.task)
     sampling.get(cfg.fl.sampler)
     alg = resolve_algorithm(cfg)
-    if alg is not None:
-        partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
-                          **cfg.partition.params)
+    partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed, **cfg.partition.params)
+    make_aggregator(cfg.fl.aggregator, cfg.fl.trim_fraction)
+    check_combination(cfg, alg)
     return alg
 
 
+def check_combination(cfg: RunConfig, alg: algorithms.Algorithm | None) -> None:
+    """Combinations a component declares it cannot support, refused before anything runs."""
+    name = cfg.algorithm.name if alg is None else alg.name or cfg.algorithm.name
+    if alg is not None and cfg.privacy.user_level and (alg.client_extras or alg.extra_broadcast_vectors):
+        sent = ", ".join(alg.client_extras) or "extra broadcast vectors"
+        raise ConfigError(f"privacy.user_level: algorithm '{name}' exchanges {sent} besides the model delta, which "
+                          f"DP-FedAvg does not privatise; use fedavg, fedprox or a FedOpt variant")
+    if cfg.privacy.user_level and cfg.fl.aggregator != "mean":
+        raise ConfigError(f"privacy.user_level needs fl.aggregator=mean (the noise calibration assumes a sum of "
+                          f"clipped updates), got {cfg.fl.aggregator!r}")
+    if cfg.fl.client_momentum and cfg.fl.client_optimizer != "sgd":
+        raise ConfigError(f"fl.client_momentum applies to fl.client_optimizer=sgd, not "
+                          f"{cfg.fl.client_optimizer!r}")
+
+
+# --------------------------------------------------------------------------- the run's components
+@dataclass
+class Parts:
+    """Everything a run is made of, wired by :func:`build`; the checkpoint tree is their states."""
+
+    cfg: RunConfig
+    prep: Prepared
+    data: RunData
+    world: World
+    device: torch.device
+    algorithm: algorithms.Algorithm | None
+    privacy: Any
+    trainer: Simulator | CentralizedTrainer
+    evaluation: EvaluationSchedule
+    final: FinalEvaluation
+    callbacks: CallbackList
+    run_id: str
+    tracker: Tracker
+    progress: ProgressBar | None = None
+    canary: CanaryAudit | None = None
+    elapsed_before: float = 0.0
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainer": self.trainer.state_dict(), "callbacks": self.callbacks.state_dict(),
+                "privacy": self.privacy.state_dict() if self.privacy is not None else {},
+                "run": {"run_id": self.run_id, "elapsed": self.elapsed_before + time.perf_counter() - self.t_start}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state["trainer"])
+        self.callbacks.load_state_dict(state["callbacks"])
+        if self.privacy is not None:
+            self.privacy.load_state_dict(state.get("privacy", {}))
+        self.run_id, self.elapsed_before = state["run"]["run_id"], float(state["run"]["elapsed"])
+
+    def finished(self, trainer: Any) -> FinishedRun:
+        """The read-only view audits get of the finished run."""
+        n = len(self.data.client_train)
+        participation = np.ones(n, np.int64) if self.algorithm is None else trainer.state.participation(n)
+        return FinishedRun(self.cfg, self.prep.task, self.prep.tokenizer, self.prep, trainer.local.model,
+                           trainer.local.train_data, self.prep.test, self.data.client_train, self.data.client_test,
+                           participation, self.algorithm is None, self.prep.pad_id, self.device,
+                           lambda: trainer.local.params.copy_(trainer.global_params))
+
+
+def build_model(cfg: RunConfig, prep: Prepared) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # deterministic head initialisation
+        return prep.task.build_model(prep.model_path, prep.info)
+
+
+def build_privacy(cfg: RunConfig, prep: Prepared, data: RunData, algorithm) -> Any:
+    if not (cfg.privacy.user_level or cfg.privacy.sample_level):
+        return None
+    from fednlp_bench.privacy.runtime import from_config
+
+    return from_config(cfg, client_sizes=[len(r) for r in data.client_train], n_train=len(prep.train),
+                       task=prep.task, centralized=algorithm is None, algorithm=algorithm)
+
+
+def local_training(cfg: RunConfig, task: Any, model: torch.nn.Module, train: TokenizedData, *, pad_id: int,
+                   device: torch.device, privacy: Any = None) -> LocalTraining:
+    """The worker's model, flat buffers, client optimiser and local schedule for ``cfg``."""
+    fl = cfg.fl
+    dp_loop = privacy.context_factory() if privacy is not None else None
+    spec = OptimizerSpec(fl.client_optimizer, fl.client_lr, fl.weight_decay, fl.client_momentum)
+    return LocalTraining(model, task, train, pad_id=pad_id, device=device, batch_size=fl.batch_size,
+                         state=TrainState(), optimizer=spec, **({"make_context": dp_loop} if dp_loop else {}))
+
+
+def fl_trainer(cfg: RunConfig, task: Any, model: torch.nn.Module, train: TokenizedData, test: TokenizedData,
+               client_train: list[np.ndarray], client_test: list[np.ndarray], algorithm: algorithms.Algorithm, *,
+               pad_id: int = 0, device: torch.device | None = None, world: World | None = None,
+               privacy: Any = None) -> Simulator:
+    """A :class:`Simulator` for ``cfg`` over prepared data, evaluating on ``test`` every ``fl.eval_every``
+    rounds (what :func:`run` builds, minus tracking, checkpoints and audits; tests use it directly)."""
+    device = device or torch.device("cpu")
+    world = world or World()
+    algorithm.config = read_only(cfg.to_dict())
+    local = local_training(cfg, task, model, train, pad_id=pad_id, device=device, privacy=privacy)
+    chain = algorithm_chain(algorithm, privacy.postprocessors() if privacy is not None else [])
+    sim = Simulator(EngineConfig.from_run_config(cfg), local, client_data(cfg.fl, client_train, cfg.seed),
+                    algorithm, world=world, postprocessors=chain, algorithm_spec=cfg.algorithm.name,
+                    aggregator=make_aggregator(cfg.fl.aggregator, cfg.fl.trim_fraction))
+    evaluator = Evaluator(task, local.model, local.params, sim.global_params, test, batch_size=cfg.fl.eval_batch_size,
+                          pad_id=pad_id, device=device, state=sim.state)
+    sim.callbacks.append(EvaluationSchedule(evaluator, cfg.fl.eval_every, cfg.fl.rounds, world.is_main))
+    sim.client_test = client_test
+    return sim
+
+
+def build_trainer(cfg: RunConfig, prep: Prepared, data: RunData, algorithm, privacy, world: World,
+                  device: torch.device) -> Simulator | CentralizedTrainer:
+    """The FL simulator, or the centralized trainer, over one model and the run's data."""
+    model = build_model(cfg, prep)
+    if algorithm is not None:
+        return fl_trainer(cfg, prep.task, model, prep.train, prep.test, data.client_train, data.client_test,
+                          algorithm, pad_id=prep.pad_id, device=device, world=world, privacy=privacy)
+    local = local_training(cfg, prep.task, model, prep.train, pad_id=prep.pad_id, device=device, privacy=privacy)
+    plan = centralized_plan(data.budget["examples"], cfg.fl.batch_size, cfg.fl.rounds)
+    return CentralizedTrainer(local, plan, seed=cfg.seed)
+
+
+def build_callbacks(parts: Parts) -> None:
+    """The callbacks around training, in the order they run; audits only on the main rank."""
+    cfg, cb = parts.cfg, parts.callbacks
+    parts.trainer.callbacks = cb
+    cb.append(CostReduction(parts.world, parts.device))
+    cb.append(parts.evaluation)
+    if parts.progress is not None:
+        cb.append(parts.progress)
+    cb.append(Tracking(parts.tracker))
+    if cfg.fl.checkpoint_every and parts.world.is_main:
+        cb.append(checkpoint.Checkpointing(checkpoint_dir(cfg), cfg.fl.checkpoint_every, cfg.fl.rounds,
+                                           parts.state_dict))
+    if not parts.world.is_main:
+        return
+    cb.append(parts.final)
+    cb.append(ClientFairness(parts.final, parts.prep.task.primary_metric))
+    if cfg.privacy.audit:
+        cb.append(MembershipAudit(parts.finished, cfg.privacy.audit_reference_models))
+    if parts.canary is not None:
+        parts.canary.finished = parts.finished
+        cb.append(parts.canary)
+    if cfg.fairness.counterfactual:
+        cb.append(CounterfactualProbe(parts.finished))
+
+
+def build(cfg: RunConfig, algorithm, world: World, device: torch.device) -> Parts:
+    """Prepare the data and wire the run's components (nothing trains yet)."""
+    prep = prepare(cfg)
+    data = assemble_data(cfg, prep, algorithm is None)
+    canary = None
+    if cfg.privacy.canaries:  # privacy audit: a secret-carrying canary in one client's data
+        canary = CanaryAudit(finished=None)  # measured at run end on the view build_callbacks hands it
+        plan = None if algorithm is None else sampling.CohortSchedule(
+            cfg.fl.sampler, cfg.fl.clients_per_round, cfg.seed).plan(cfg.fl.rounds, np.array(
+                [len(c) for c in data.client_train]))
+        canary.insert(cfg, prep, data.client_train, plan)
+    privacy = build_privacy(cfg, prep, data, algorithm)
+    trainer = build_trainer(cfg, prep, data, algorithm, privacy, world, device)
+    evaluation = next((c for c in trainer.callbacks if isinstance(c, EvaluationSchedule)), None)
+    if evaluation is None:
+        local = trainer.local
+        evaluator = Evaluator(prep.task, local.model, local.params, trainer.global_params, prep.test,
+                              batch_size=cfg.fl.eval_batch_size, pad_id=prep.pad_id, device=device,
+                              state=trainer.state)
+        evaluation = EvaluationSchedule(evaluator, cfg.fl.eval_every, cfg.fl.rounds, world.is_main)
+    run_id = new_run_id(cfg)
+    progress = ProgressBar(cfg.fl.rounds, f"{cfg.task}/{cfg.algorithm.name}", prep.task.primary_metric) \
+        if cfg.progress and world.is_main else None
+    parts = Parts(cfg, prep, data, world, device, algorithm, privacy, trainer, evaluation,
+                  FinalEvaluation(evaluation.evaluator, data.client_test), CallbackList(), run_id,
+                  Tracker(cfg.wandb if world.is_main else "disabled", cfg.results_dir, run_id, cfg.to_dict()),
+                  progress=progress, canary=canary)
+    build_callbacks(parts)
+    return parts
+
+
+def resume(parts: Parts) -> None:
+    saved = checkpoint.load(checkpoint_dir(parts.cfg))
+    if saved is None:
+        log.warning("--resume: no checkpoint in %s; starting from round 1", checkpoint_dir(parts.cfg))
+        return
+    parts.load_state_dict(saved)
+    log.info("resumed %s after round %d", parts.run_id, parts.trainer.state.round)
+
+
+# --------------------------------------------------------------------------- the record
+def training_sections(parts: Parts, wall: float) -> dict[tuple[str, ...], Any]:
+    """The record sections the trainer and the evaluation callbacks own."""
+    cfg, prep, trainer, algorithm = parts.cfg, parts.prep, parts.trainer, parts.algorithm
+    fl, costs, state = cfg.fl, trainer.state.costs, trainer.state
+    federated = algorithm is not None
+    return {
+        ("partition",): parts.data.partition,
+        ("algorithm",): {"name": algorithm.name or cfg.algorithm.name if federated else CENTRALIZED,
+                         "hparams": algorithm.hparams_dict() if federated else {}, "source": cfg.algorithm.name,
+                         **({"deviations": deviations(cfg, algorithm)} if federated and deviations(cfg, algorithm)
+                            else {})},
+        ("fl",): {
+            "rounds": fl.rounds, "clients_per_round": fl.clients_per_round if federated else 1,
+            "local_epochs": fl.local_epochs, "local_steps": fl.local_steps, "batch_size": fl.batch_size,
+            "client_lr": fl.client_lr, "weight_decay": fl.weight_decay, "client_optimizer": fl.client_optimizer,
+            "client_momentum": fl.client_momentum, "aggregator": fl.aggregator,
+            # the engine's exact row-sparse client path took the word embedding (fednlp_bench/sparse_rows.py)
+            "row_sparse_embeddings": federated and trainer.row_sparse is not None,
+            "sampler": fl.sampler, "setting": "continual" if federated and fl.continual else "static",
+            "continual": trainer.clients.describe() if federated and fl.continual else None,
+            "dropout": fl.dropout, "eval_every": fl.eval_every, "n_train": len(prep.train), "n_test": len(prep.test),
+            **({"centralized_budget": parts.data.budget} if not federated else {})},
+        ("metrics",): {
+            "primary": prep.task.primary_metric,
+            "initial": {k: v for k, v in parts.evaluation.initial.items() if k != "round"},
+            "final": parts.final.final, "per_round": state.per_round, "per_client": parts.final.per_client,
+            "failed_clients": [vars(f) for f in state.failures], "dropped_clients": int(costs.dropped_clients),
+            "resumed": parts.elapsed_before > 0},
+        ("cost",): {
+            "wall_seconds": round(wall, 3), "client_compute_seconds": round(costs.client_compute_seconds, 3),
+            "train_seconds": round(costs.train_seconds, 3), "eval_seconds": round(costs.eval_seconds, 3),
+            "bytes_up": int(costs.bytes_up), "bytes_down": int(costs.bytes_down),
+            "bytes_up_per_round": int(costs.bytes_up // fl.rounds),
+            "bytes_down_per_round": int(costs.bytes_down // fl.rounds),
+            "train_examples": costs.train_examples, "train_tokens": costs.train_tokens,
+            "padded_tokens": costs.padded_tokens, "local_steps": costs.local_steps,
+            "n_params": int(trainer.global_params.numel()), "world_size": parts.world.size},
+    }
+
+
+def algorithm_identity(cfg: RunConfig) -> dict[str, Any]:
+    """Which code the algorithm came from: built-in, an installed package's version, or a file's hash."""
+    if is_centralized(cfg):
+        return {"source": "builtin"}
+    return algorithms.ALGORITHMS.identity(cfg.algorithm.name)
+
+
+def deviations(cfg: RunConfig, algorithm: algorithms.Algorithm) -> list[str]:
+    """Where this run departs from the algorithm's paper (shown on the leaderboard)."""
+    out = []
+    paper = algorithm.paper_client_optimizer
+    if paper and paper != cfg.fl.client_optimizer:
+        out.append(f"clients use {cfg.fl.client_optimizer}; the paper's analysis assumes {paper} "
+                   f"(run it with --set fl.client_optimizer={paper})")
+    return out
+
+
+def write_record(parts: Parts) -> tuple[dict, Path]:
+    cfg, trainer = parts.cfg, parts.trainer
+    wall = parts.elapsed_before + time.perf_counter() - parts.t_start
+    sections = [training_sections(parts, wall),
+                {("provenance",): {**provenance.collect(parts.device), "wandb_dir": parts.tracker.run_dir,
+                                   "plugin": algorithm_identity(cfg)}},
+                {("config",): cfg.to_dict()}]
+    if parts.privacy is not None:
+        sizes_at = trainer.clients.sizes if parts.algorithm is not None else None
+        sections.append({("privacy",): parts.privacy.summary(trainer.state.cohorts, sizes_at,
+                                                             trainer.state.costs.local_steps)})
+    sections += [c.sections for c in parts.callbacks if hasattr(c, "sections")]
+    parts.tracker.summary({f"final/{k}": v for k, v in parts.final.final.items()})
+    header = {"run_id": parts.run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "preset": cfg.preset, "seed": cfg.seed}
+    record = build_record(header, sections)
+    return record, atomic_write_json(Path(cfg.results_dir) / f"{parts.run_id}.json", record)
+
+
+# --------------------------------------------------------------------------- run
 def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     """Run one configuration and write its result record. Returns (record, path)."""
     t_start = time.perf_counter()
@@ -166,197 +486,24 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     world = World.init_from_env()
     device = pick_device(cfg.device)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.size))
-    prep = prepare(cfg)
-    run_id = new_run_id(cfg)
-
-    if algorithm is None:
-        client_train, client_test = [np.arange(len(prep.train))], []
-        part_rec = {"method": "none", "n_clients": 1, "params": {}}
-    else:
-        part = make_partition(cfg, prep.task, prep.dsd)
-        client_train, client_test = part.train, part.test
-        part_rec = {
-            "method": cfg.partition.method,
-            "n_clients": len(client_train),
-            "params": part.spec.get("params", {}),
-            "stats": partition_stats(prep.task, prep.dsd["train"], client_train),
-        }
-        if cfg.fl.clients_per_round > len(client_train):
-            raise ConfigError(
-                f"fl.clients_per_round ({cfg.fl.clients_per_round}) exceeds the {len(client_train)} clients "
-                f"the partition produced"
-            )
-
-    canary = None
-    if cfg.privacy.canaries:  # privacy audit: a secret-carrying canary in one client's data
-        from fednlp_bench.audit.run_audit import insert_canary
-
-        canary = insert_canary(cfg, prep, client_train, centralized=algorithm is None)
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # deterministic head initialisation
-        model = prep.task.build_model(prep.model_path, prep.info)
-
-    tracker = Tracker(cfg.wandb if world.is_main else "disabled", cfg.results_dir, run_id, cfg.to_dict())
-    progress = None
-    if cfg.progress and world.is_main:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=cfg.fl.rounds, desc=f"{cfg.task}/{cfg.algorithm.name}", unit="round", leave=False)
-
-    primary = prep.task.primary_metric
-
-    def on_eval(row: dict) -> None:
-        tracker.log(row)
-        if progress is not None:
-            progress.set_postfix({primary: f"{row[primary]:.4f}"})
-
-    privacy = None
-    if cfg.privacy.user_level or cfg.privacy.sample_level:  # privacy (issue 8): fednlp_bench/privacy
-        from fednlp_bench.privacy.runtime import from_config as privacy_from_config
-
-        privacy = privacy_from_config(cfg, client_sizes=[len(r) for r in client_train], n_train=len(prep.train),
-                                      task=prep.task, centralized=algorithm is None, algorithm=algorithm)
-    sim = Simulator(cfg, prep.task, model, prep.train, prep.test, client_train, client_test,
-                    algorithm, prep.pad_id, device, world, on_eval=on_eval,
-                    on_round=(lambda r: progress.update(1)) if progress is not None else None,
-                    privacy=privacy)
-    ckpt_dir = checkpoint_dir(cfg)
-    elapsed_before = 0.0
-    initial: dict = {}
+    parts = build(cfg, algorithm, world, device)
+    parts.t_start = t_start
     if cfg.resume:
-        saved = checkpoint.load(ckpt_dir)
-        if saved is None:
-            log.warning("--resume: no checkpoint in %s; starting from round 1", ckpt_dir)
-        else:
-            sim.restore(saved["sim"])
-            run_id = saved["run_id"]
-            elapsed_before = float(saved["elapsed"])
-            initial = saved["initial"]
-            if privacy is not None:  # privacy: adaptive clip norm and per-round history
-                privacy.load_state_dict(saved.get("privacy", {}))
-            log.info("resumed %s after round %d", run_id, sim.state.round)
-    if cfg.fl.checkpoint_every and world.is_main:
-        after_round = sim.on_round
-
-        def on_round(round: int) -> None:
-            if after_round is not None:
-                after_round(round)
-            if round % cfg.fl.checkpoint_every == 0 and round < cfg.fl.rounds:
-                checkpoint.save(ckpt_dir, {
-                    "sim": sim.checkpoint_state(), "run_id": run_id, "initial": initial,
-                    "elapsed": elapsed_before + time.perf_counter() - t_start,
-                    "privacy": privacy.state_dict() if privacy is not None else {},
-                })
-
-        sim.on_round = on_round
+        resume(parts)
     try:
-        if world.is_main and sim.state.round == 0:
-            initial = sim.evaluate(0)
         if algorithm is None:
-            sim.run_centralized()
+            parts.trainer.run()
         else:
-            sim.run_federated()
-        sim.reduce_costs()
-        final, per_client = sim.per_client_metrics() if world.is_main else ({}, {})
+            parts.trainer.run_federated()
     finally:
-        if progress is not None:
-            progress.close()
+        if parts.progress is not None:
+            parts.progress.close()
     if not world.is_main:
-        tracker.finish()
+        parts.tracker.finish()
         return {}, None
-
-    costs = sim.state.costs
-    wall = elapsed_before + time.perf_counter() - t_start
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task": cfg.task,
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
-        "partition": part_rec,
-        "algorithm": {
-            "name": CENTRALIZED if algorithm is None else (algorithm.name or cfg.algorithm.name),
-            "hparams": {} if algorithm is None else algorithm.hparams_dict(),
-            "source": cfg.algorithm.name,
-        },
-        "fl": {
-            "rounds": cfg.fl.rounds,
-            "clients_per_round": 1 if algorithm is None else cfg.fl.clients_per_round,
-            "local_epochs": cfg.fl.local_epochs,
-            "local_steps": cfg.fl.local_steps,
-            "batch_size": cfg.fl.batch_size,
-            "client_lr": cfg.fl.client_lr,
-            "weight_decay": cfg.fl.weight_decay,
-            # the engine's exact row-sparse client path took the word embedding (fednlp_bench/sparse_rows.py)
-            "row_sparse_embeddings": sim.row_sparse is not None,
-            "sampler": cfg.fl.sampler,
-            "setting": "continual" if algorithm is not None and cfg.fl.continual else "static",
-            "continual": sim.clients.describe() if algorithm is not None and cfg.fl.continual else None,
-            "dropout": cfg.fl.dropout,
-            "eval_every": cfg.fl.eval_every,
-            "n_train": len(prep.train),
-            "n_test": len(prep.test),
-        },
-        "metrics": {
-            "primary": primary,
-            "initial": {k: v for k, v in initial.items() if k != "round"},
-            "final": final,
-            "per_round": sim.state.per_round,
-            "per_client": per_client,
-            "failed_clients": [vars(f) for f in sim.state.failures],
-            "dropped_clients": int(costs.dropped_clients),
-            "resumed": elapsed_before > 0,
-        },
-        "cost": {
-            "wall_seconds": round(wall, 3),
-            "client_compute_seconds": round(costs.client_compute_seconds, 3),
-            "train_seconds": round(costs.train_seconds, 3),
-            "eval_seconds": round(costs.eval_seconds, 3),
-            "bytes_up": int(costs.bytes_up),
-            "bytes_down": int(costs.bytes_down),
-            "bytes_up_per_round": int(costs.bytes_up // cfg.fl.rounds),
-            "bytes_down_per_round": int(costs.bytes_down // cfg.fl.rounds),
-            "train_examples": costs.train_examples,
-            "train_tokens": costs.train_tokens,
-            "padded_tokens": costs.padded_tokens,
-            "local_steps": costs.local_steps,
-            "n_params": int(sim.global_params.numel()),
-            "world_size": world.size,
-        },
-        "provenance": provenance.collect(device),
-        "config": cfg.to_dict(),
-    }
-    # privacy and fairness (issue 8): fednlp_bench/privacy, fednlp_bench/audit
-    from fednlp_bench.audit.fairness import client_fairness
-
-    record["metrics"]["fairness"] = client_fairness(per_client, primary)
-    if privacy is not None:
-        record["privacy"] = privacy.summary(sizes_at=sim.clients.sizes, centralized_steps=costs.local_steps)
-    if cfg.privacy.audit:
-        from fednlp_bench.audit.run_audit import lira_audit, participated, run_membership_audit
-
-        record["audit"] = run_membership_audit(sim, cfg, centralized=algorithm is None)
-        if cfg.privacy.audit_reference_models:
-            record["audit"]["lira"] = lira_audit(sim, cfg, prep, participated(sim, cfg, algorithm is None),
-                                                 cfg.privacy.audit_reference_models)
-    if canary is not None:
-        from fednlp_bench.audit.run_audit import canary_exposure
-
-        record.setdefault("audit", {})["canary"] = canary_exposure(sim, cfg, prep, canary)
-    if cfg.fairness.counterfactual:
-        from fednlp_bench.audit.run_audit import counterfactual_audit
-
-        record["metrics"]["counterfactual"] = counterfactual_audit(sim, cfg, prep)
-    tracker.summary({f"final/{k}": v for k, v in final.items()})
-    record["provenance"]["wandb_dir"] = tracker.run_dir
-    tracker.finish()
-    validate(record)
-    path = atomic_write_json(Path(cfg.results_dir) / f"{run_id}.json", record)
-    checkpoint.remove(ckpt_dir)  # the record is safe; the checkpoint has done its job
+    record, path = write_record(parts)
+    parts.tracker.finish()
+    checkpoint.remove(checkpoint_dir(cfg))  # the record is safe; the checkpoint has done its job
     return record, path
 
 

@@ -20,29 +20,30 @@ clients that fail to report), with its own (seed, round) RNG.
 """
 from __future__ import annotations
 
-import difflib
-from importlib.metadata import entry_points
 from typing import Callable
 
 import numpy as np
 
-from fednlp_bench.errors import SamplerError  # noqa: F401 - re-exported
+from fednlp_bench.errors import SamplerError
+from fednlp_bench.registry import Registry
+from fednlp_bench.state import Cohort
 
 Sampler = Callable[[int, np.ndarray, int, np.random.Generator], np.ndarray]
 ENTRY_POINT_GROUP = "fednlp_bench.samplers"
-_SAMPLERS: dict[str, Sampler] = {}
+
+
+def _check_sampler(obj: object, label: str) -> Sampler:
+    if not callable(obj):
+        raise SamplerError(f"{label}: {obj!r} is not callable")
+    return obj
+
+
+SAMPLERS: Registry[Sampler] = Registry("client sampler", SamplerError, ENTRY_POINT_GROUP, _check_sampler)
 
 
 def register(name: str) -> Callable[[Sampler], Sampler]:
     """Decorator: ``@register("mine") def mine(round, sizes, k, rng) -> np.ndarray``."""
-
-    def deco(fn: Sampler) -> Sampler:
-        if name in _SAMPLERS and _SAMPLERS[name] is not fn:
-            raise SamplerError(f"client sampler '{name}' is already registered")
-        _SAMPLERS[name] = fn
-        return fn
-
-    return deco
+    return SAMPLERS.register(name)
 
 
 @register("uniform")
@@ -60,30 +61,12 @@ def activity(round: int, sizes: np.ndarray, k: int, rng: np.random.Generator) ->
     return np.sort(rng.choice(eligible, size=min(k, len(eligible)), replace=False, p=p))
 
 
-def _plugins() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _SAMPLERS}
-
-
 def available() -> list[str]:
-    return sorted({*_SAMPLERS, *_plugins()})
+    return SAMPLERS.names()
 
 
 def get(name: str) -> Sampler:
-    if name in _SAMPLERS:
-        return _SAMPLERS[name]
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                fn = ep.load()
-            except Exception as exc:  # a plugin may raise anything at import time
-                raise SamplerError(f"client sampler plugin '{name}' ({ep.value}) cannot be loaded "
-                                   f"({exc.__class__.__name__}: {exc})") from None
-            if not callable(fn):
-                raise SamplerError(f"client sampler plugin '{name}' ({ep.value}) is not callable")
-            return fn
-    close = difflib.get_close_matches(name, available(), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise SamplerError(f"unknown client sampler '{name}' (available: {', '.join(available())}){hint}")
+    return SAMPLERS.get(name)
 
 
 def sample(name: str, round: int, sizes: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,6 +91,29 @@ def drop_out(cohort: np.ndarray, fraction: float, rng: np.random.Generator) -> t
     mask = np.zeros(len(cohort), dtype=bool)
     mask[rng.choice(len(cohort), size=n_drop, replace=False)] = True
     return cohort[~mask], cohort[mask]
+
+
+class CohortSchedule:
+    """Each round's cohort: the sampler's draw from (seed, round), then dropout; a pure function.
+
+    The engine draws each round once and records it in its training state; :meth:`plan`
+    looks ahead (which client will be sampled most) without running anything.
+    """
+
+    def __init__(self, sampler: str, clients_per_round: int, seed: int, dropout: float = 0.0) -> None:
+        self.sampler, self.k, self.seed, self.dropout = sampler, clients_per_round, seed, dropout
+
+    def draw(self, round: int, sizes: np.ndarray) -> Cohort:
+        sampled = sample(self.sampler, round, sizes, self.k, round_rng(self.seed, round))
+        _, dropped = drop_out(sampled, self.dropout, dropout_rng(self.seed, round))
+        return Cohort(round, sampled.tolist(), dropped.tolist())
+
+    def plan(self, rounds: int, sizes: np.ndarray) -> np.ndarray:
+        """Rounds each client would be sampled in over ``rounds`` rounds with fixed ``sizes``."""
+        counts = np.zeros(len(sizes), dtype=np.int64)
+        for r in range(1, rounds + 1):
+            counts[sample(self.sampler, r, sizes, self.k, round_rng(self.seed, r))] += 1
+        return counts
 
 
 def round_rng(seed: int, round: int) -> np.random.Generator:

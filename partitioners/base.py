@@ -14,50 +14,32 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from typing import Any, ClassVar
 
 import numpy as np
-
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import Inputs, validate
 from fednlp_bench.partitioners.partition import Partition
 
+from fednlp_bench import hparams
+from fednlp_bench.hparams import Checked
+
 ArrayLike = Any
 
 
+class PartitionerParams(Checked):
+    """Base of partitioner parameter dataclasses: declared ranges raise :class:`PartitionError`.
+
+    Set ``_prefix = "<method>: "`` so messages name the method (``quantity: beta=0.0 ...``).
+    """
+
+    _error = PartitionError
+    _style = "assign"
+
+
 @dataclasses.dataclass(frozen=True)
-class NoParams:
+class NoParams(PartitionerParams):
     """Parameters of a method that has none."""
-
-
-def _coerce(method: str, key: str, value: Any, kind: Any) -> Any:
-    """Cast CLI/YAML values to the field type so that equal specs hash equally (1 -> 1.0)."""
-    bad = PartitionError(f"{method}: parameter {key}={value!r} must be {getattr(kind, '__name__', kind)}")
-    if kind is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind is int:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-        if not f.is_integer():
-            raise bad
-        return int(f)
-    if kind is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        raise bad
-    return value
 
 
 class Partitioner:
@@ -93,14 +75,9 @@ class Partitioner:
 
     @classmethod
     def _make_params(cls, params: dict[str, Any]) -> Any:
-        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            allowed = ", ".join(sorted(fields)) or "none"
-            raise PartitionError(f"{cls.name}: unknown parameter {unknown[0]!r}; allowed: {allowed}")
-        hints = typing.get_type_hints(cls.Params)
-        values = {k: _coerce(cls.name, k, v, hints.get(k)) for k, v in params.items()}
-        return cls.Params(**values)
+        """The method's ``Params`` from user values (coerced so that equal specs hash equally: 1 -> 1.0)."""
+        return hparams.build(cls.Params, params, owner=f"partition method '{cls.name}'", prefix=f"{cls.name}: ",
+                             error=PartitionError, style="assign")
 
     # ------------------------------------------------------------------ spec
     def spec(self) -> dict[str, Any]:

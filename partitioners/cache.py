@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from fednlp_bench.partitioners.base import Partitioner
 from fednlp_bench.partitioners.partition import Partition
 

@@ -9,29 +9,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from fednlp_bench.partitioners.allocation import largest_remainder, owner_from_class_counts, parts_from_owner, round_matrix
-from fednlp_bench.partitioners.base import Partitioner
-from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.partitioners.allocation import (
+    largest_remainder,
+    owner_from_class_counts,
+    parts_from_owner,
+    round_matrix,
+)
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
 from fednlp_bench.partitioners.inputs import Inputs
 from fednlp_bench.partitioners.label_shares import split_like, test_codes
+
+from fednlp_bench.hparams import param
 
 ALPHA_MIN, ALPHA_MAX = 0.01, 1e6
 
 
+def alpha_param(default: float = 1.0) -> float:
+    """A Dirichlet concentration field, in [ALPHA_MIN, ALPHA_MAX]."""
+    return param(default, low=ALPHA_MIN, high=ALPHA_MAX)
+
+
 @dataclass(frozen=True)
-class DirichletLabelParams:
+class DirichletLabelParams(PartitionerParams):
     """``alpha``: concentration; small = each client holds few classes, large = IID."""
 
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_alpha("dirichlet_label", self.alpha)
-
-
-def check_alpha(method: str, alpha: float, name: str = "alpha") -> None:
-    if not (ALPHA_MIN <= alpha <= ALPHA_MAX):
-        raise PartitionError(f"{method}: {name}={alpha!r} is out of range; allowed: {ALPHA_MIN:g} <= {name} <= {ALPHA_MAX:g}")
+    _prefix = "dirichlet_label: "
+    alpha: float = alpha_param()
 
 
 def dirichlet_counts(

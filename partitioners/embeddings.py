@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from fednlp_bench.partitioners.errors import PartitionError
 
 BATCH_SIZE = 64

@@ -10,29 +10,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from fednlp_bench.partitioners.allocation import owner_from_class_counts, parts_from_owner
-from fednlp_bench.partitioners.base import Partitioner
-from fednlp_bench.partitioners.dirichlet_label import check_alpha, dirichlet_counts
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
+from fednlp_bench.partitioners.dirichlet_label import alpha_param, dirichlet_counts
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import Inputs, encode
 from fednlp_bench.partitioners.label_shares import split_like, test_codes
+
+from fednlp_bench.hparams import param
 
 #: KMeans restarts; fixed so that a spec fully determines the partition
 N_INIT = 4
 
 
 @dataclass(frozen=True)
-class FeatureClusterParams:
+class FeatureClusterParams(PartitionerParams):
     """``n_clusters``: KMeans clusters K; ``alpha``: Dirichlet concentration over clusters."""
 
-    n_clusters: int = 10
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.n_clusters < 1:
-            raise PartitionError(f"feature_cluster: n_clusters={self.n_clusters} must be >= 1")
-        check_alpha("feature_cluster", self.alpha)
+    _prefix = "feature_cluster: "
+    n_clusters: int = param(10, low=1)
+    alpha: float = alpha_param()
 
 
 @dataclass(frozen=True)

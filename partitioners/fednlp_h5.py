@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.partition import Partition
 

@@ -9,7 +9,6 @@ priors agree). Test classes unseen in train are dealt in proportion to client tr
 from __future__ import annotations
 
 import numpy as np
-
 from fednlp_bench.partitioners.allocation import largest_remainder_columns, owner_from_class_counts, parts_from_owner
 from fednlp_bench.partitioners.errors import PartitionError
 

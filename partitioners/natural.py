@@ -9,22 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from fednlp_bench.partitioners.allocation import parts_from_owner
-from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import Inputs, encode
 
+from fednlp_bench.hparams import param
+
 
 @dataclass(frozen=True)
-class NaturalParams:
+class NaturalParams(PartitionerParams):
     """``min_group_size``: groups with fewer rows are pooled into one client (1 = no pooling)."""
 
-    min_group_size: int = 1
-
-    def __post_init__(self) -> None:
-        if self.min_group_size < 1:
-            raise PartitionError(f"natural: min_group_size={self.min_group_size} must be >= 1")
+    _prefix = "natural: "
+    min_group_size: int = param(1, low=1)
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from fednlp_bench.partitioners.allocation import largest_remainder, owner_from_sizes, parts_from_owner
-from fednlp_bench.partitioners.base import Partitioner
-from fednlp_bench.partitioners.dirichlet_label import check_alpha
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
+from fednlp_bench.partitioners.dirichlet_label import alpha_param
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import Inputs
 
+from fednlp_bench.hparams import param
+
 
 @dataclass(frozen=True)
-class QuantityParams:
+class QuantityParams(PartitionerParams):
     """``beta``: Dirichlet concentration over clients (small = very unequal sizes);
     ``min_size``: rows every client is guaranteed."""
 
-    beta: float = 1.0
-    min_size: int = 1
-
-    def __post_init__(self) -> None:
-        check_alpha("quantity", self.beta, name="beta")
-        if self.min_size < 0:
-            raise PartitionError(f"quantity: min_size={self.min_size} must be >= 0")
+    _prefix = "quantity: "
+    beta: float = alpha_param()
+    min_size: int = param(1, low=0)
 
 
 def sizes_with_minimum(weights: np.ndarray, n_rows: int, min_size: int) -> np.ndarray:

@@ -1,37 +1,44 @@
-"""Name -> partitioner class; modules are imported lazily (feature_cluster pulls in scikit-learn)."""
+"""Name -> partitioner class; modules are imported lazily (feature_cluster pulls in scikit-learn).
+
+A new partitioner is one module with a :class:`Partitioner` subclass plus one registration
+line here (or an entry point in the ``fednlp_bench.partitioners`` group); see
+docs/adding-a-partitioner.md.
+"""
 
 from __future__ import annotations
 
-import difflib
-import importlib
+import inspect
 from typing import Any
 
 from fednlp_bench.partitioners.base import Partitioner
 from fednlp_bench.partitioners.errors import PartitionError
+from fednlp_bench.registry import Registry
 
-_METHODS: dict[str, str] = {
-    "uniform": "fednlp_bench.partitioners.uniform:Uniform",
-    "dirichlet_label": "fednlp_bench.partitioners.dirichlet_label:DirichletLabel",
-    "quantity": "fednlp_bench.partitioners.quantity:Quantity",
-    "shard": "fednlp_bench.partitioners.shard:Shard",
-    "natural": "fednlp_bench.partitioners.natural:Natural",
-    "feature_cluster": "fednlp_bench.partitioners.feature_cluster:FeatureCluster",
-}
+
+def _check_partitioner(obj: object, label: str) -> type[Partitioner]:
+    if not (inspect.isclass(obj) and issubclass(obj, Partitioner)):
+        raise PartitionError(f"{label}: {obj!r} is not a subclass of fednlp_bench.partitioners.Partitioner")
+    return obj
+
+
+PARTITIONERS: Registry[type[Partitioner]] = Registry("partition method", PartitionError,
+                                                     "fednlp_bench.partitioners", _check_partitioner)
+PARTITIONERS.add("uniform", "fednlp_bench.partitioners.uniform:Uniform")
+PARTITIONERS.add("dirichlet_label", "fednlp_bench.partitioners.dirichlet_label:DirichletLabel")
+PARTITIONERS.add("quantity", "fednlp_bench.partitioners.quantity:Quantity")
+PARTITIONERS.add("shard", "fednlp_bench.partitioners.shard:Shard")
+PARTITIONERS.add("natural", "fednlp_bench.partitioners.natural:Natural")
+PARTITIONERS.add("feature_cluster", "fednlp_bench.partitioners.feature_cluster:FeatureCluster")
 
 
 def available() -> list[str]:
     """Sorted names of the registered partitioners."""
-    return sorted(_METHODS)
+    return PARTITIONERS.names()
 
 
 def get(name: str) -> type[Partitioner]:
     """The partitioner class registered as ``name``."""
-    if name not in _METHODS:
-        close = difflib.get_close_matches(str(name), list(_METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PartitionError(f"unknown partition method {name!r}{hint} available: {', '.join(available())}")
-    module, cls = _METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return PARTITIONERS.get(name)
 
 
 def make(name: str, n_clients: int | None, seed: int = 0, **params: Any) -> Partitioner:

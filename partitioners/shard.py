@@ -9,23 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from fednlp_bench.partitioners.allocation import largest_remainder, parts_from_owner
-from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import Inputs
 from fednlp_bench.partitioners.label_shares import split_like, test_codes
 
+from fednlp_bench.hparams import param
+
 
 @dataclass(frozen=True)
-class ShardParams:
+class ShardParams(PartitionerParams):
     """``shards_per_client``: label-sorted shards each client receives."""
 
-    shards_per_client: int = 2
-
-    def __post_init__(self) -> None:
-        if self.shards_per_client < 1:
-            raise PartitionError(f"shard: shards_per_client={self.shards_per_client} must be >= 1")
+    _prefix = "shard: "
+    shards_per_client: int = param(2, low=1)
 
 
 class Shard(Partitioner):

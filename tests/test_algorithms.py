@@ -18,7 +18,7 @@ from fednlp_bench.algorithms.fedprox import FedProx
 from fednlp_bench.algorithms.harness import TinyClassifier, TinyTask, tiny_data, tiny_simulator
 from fednlp_bench.algorithms.scaffold import Scaffold
 from fednlp_bench.config import ConfigError
-from fednlp_bench.engine import flatten_model
+from fednlp_bench.local import flatten_model
 
 BUILTIN = ["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm", "scaffold", "fednova"]
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fednlp_bench.audit import canaries, membership_inference as mia
-from fednlp_bench.engine import flatten_model
+from fednlp_bench.local import flatten_model
 from fednlp_bench.privacy.dp_sgd import DPSGD, SampleDPParams, noise_generator
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"  # letter i is token 10 + i; random data uses tokens >= 40

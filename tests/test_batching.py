@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData, eval_batches, length_grouped_batches
-from fednlp_bench.engine import flatten_model
+from fednlp_bench.local import flatten_model
 
 
 def test_ragged_pad_and_mask():

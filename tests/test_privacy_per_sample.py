@@ -155,7 +155,7 @@ def test_unsupported_layers_and_tied_weights_are_rejected():
 def test_dpsgd_gradient_noise_is_seeded_and_scaled():
     import copy
 
-    from fednlp_bench.engine import flatten_model
+    from fednlp_bench.local import flatten_model
 
     model = TinyText()
     twin = copy.deepcopy(model)
@@ -183,7 +183,7 @@ def test_dpsgd_context_adds_the_fedprox_term_after_the_noise():
     import contextlib
 
     from fednlp_bench.algorithms.fedprox import FedProx, FedProxHParams
-    from fednlp_bench.engine import flatten_model
+    from fednlp_bench.local import flatten_model
     from fednlp_bench.privacy.dp_sgd import DPSGDClientContext
 
     model = TinyText()

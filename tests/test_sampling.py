@@ -71,8 +71,8 @@ def test_registered_sampler_is_used_and_checked():
         seen = _record_clients(sim, rounds=1)
         assert seen == {(1, 3, 16), (1, 1, 12)}
     finally:
-        sampling._SAMPLERS.pop("test-largest", None)
-        sampling._SAMPLERS.pop("test-twice", None)
+        sampling.SAMPLERS.remove("test-largest")
+        sampling.SAMPLERS.remove("test-twice")
 
 
 def test_unknown_sampler_suggests_a_name():

@@ -13,7 +13,8 @@ from fednlp_bench import config
 from fednlp_bench.algorithms import get as get_algorithm
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.config import AlgorithmConfig, FLConfig, PartitionConfig, RunConfig
-from fednlp_bench.engine import Simulator, World
+from fednlp_bench.engine import Simulator
+from fednlp_bench.run import fl_trainer
 from fednlp_bench.sparse_rows import MIN_ROWS, eligible_tables
 
 VOCAB = MIN_ROWS + 904  # a vocabulary-sized table (5,000 rows)
@@ -89,8 +90,7 @@ def simulator(algorithm="fedavg", sparse=True, reuse_weight=False, weight_decay=
         torch.manual_seed(0)
         model = BagOfWords(reuse_weight, vocab)
     alg = get_algorithm(algorithm).from_params(params)
-    return Simulator(cfg, BagTask(), model, train, test, client_train, client_test, alg, pad_id=0,
-                     device=torch.device("cpu"), world=World())
+    return fl_trainer(cfg, BagTask(), model, train, test, client_train, client_test, alg)
 
 
 def trained(sim: Simulator) -> Simulator:
@@ -151,8 +151,8 @@ def test_start_client_restores_every_buffer_after_a_client():
     sim.algorithm.init_server(sim.global_params)
     fast.start_round()
     fast.start_client()
-    ctx = sim._context(0, 1, 20, sim._schedule(sim.client_train[0], np.random.default_rng(0), 1, 3),
-                       lambda: fast, zero_grad=fast.zero_grad)
+    ctx = sim.local.context(0, 1, 20, sim.local.schedule(sim.client_train[0], np.random.default_rng(0), 1, 3),
+                            lambda: fast, sim.global_params, zero_grad=fast.zero_grad)
     with fast.active():
         sim.algorithm.client_update(ctx)
     assert not torch.equal(sim.params, sim.global_params)

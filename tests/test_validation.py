@@ -38,7 +38,7 @@ BAD = [
     ([], {"partition.method": "dirichlet"}, partitioners.PartitionError, "dirichlet"),
     (["partition.alpha=0"], {"partition.method": "dirichlet_label"}, partitioners.PartitionError, "alpha"),
     (["partition.beta=-1"], {"partition.method": "quantity"}, partitioners.PartitionError, "beta"),
-    (["partition.gamma=1"], {"partition.method": "uniform"}, partitioners.PartitionError, "unknown parameter 'gamma'"),
+    (["partition.gamma=1"], {"partition.method": "uniform"}, partitioners.PartitionError, "has no parameter 'gamma'"),
     ([], {"algorithm.name": "fedsgd"}, PluginError, "unknown algorithm 'fedsgd'"),
     ([], {"algorithm.name": "missing_file.py:Algo"}, PluginError, "does not exist"),
     (["algorithm.mu=0.1"], {"algorithm.name": "fedavg"}, ConfigError, "has no hyper-parameter 'mu'"),
@@ -63,7 +63,8 @@ def test_at_least_25_bad_configs():
 
 
 def test_bad_device_is_clear():
-    from fednlp_bench.engine import RunError, pick_device
+    from fednlp_bench.engine import RunError
+    from fednlp_bench.world import pick_device
 
     with pytest.raises(RunError, match="device must be auto, cpu, cuda"):
         pick_device("tpu")

@@ -1,6 +1,6 @@
 """The public base class of FL algorithms (built-in and plugins take the same path).
 
-An algorithm is one class holding both halves (STYLE.md, after FedJAX/pfl):
+An algorithm is one class holding both halves (after FedJAX and pfl-research):
 
 * the **client half** - :meth:`Algorithm.client_update` trains the shared model in
   place on one client's data, starting from the broadcast global weights. The
@@ -23,9 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
+
+from fednlp_bench import hparams
+
+
+def read_only(value: Any) -> Any:
+    """A deep read-only copy of JSON-like data: mappings become ``MappingProxyType``, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: read_only(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(read_only(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -106,8 +118,21 @@ class ClientContext:
             self._zero_grad()
 
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """The client's local schedule (local epochs or steps), batches on the device."""
+        """The client's local schedule (local epochs or steps), batches on the device.
+
+        Each call starts the same schedule again from its first batch, so a client may pass over
+        its data before training (q-FFL's loss at the broadcast, say) and then train on all of it.
+        Every pass counts in the record's ``cost.train_examples``/``train_tokens``.
+        """
         return self._batches()
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's mean loss on one batch (with the run's autocast), as local training computes it.
+
+        Use it under ``torch.no_grad()`` to evaluate without building a graph.
+        """
+        with self.autocast():
+            return self.model(**batch).loss
 
     def train(
         self,
@@ -120,8 +145,7 @@ class ClientContext:
             self.model.train()
         steps, total = 0, 0.0
         for batch in self.batches():
-            with self.autocast():
-                loss = self.model(**batch).loss
+            loss = self.loss(batch)
             if loss_hook is not None:
                 loss = loss_hook(self, loss)
             if not torch.isfinite(loss):
@@ -144,9 +168,18 @@ class Algorithm:
     paper: ClassVar[str] = ""
     #: flat vectors broadcast besides the weights (SCAFFOLD: 1), for byte accounting
     extra_broadcast_vectors: ClassVar[int] = 0
+    #: names of the ``ClientResult.extras`` clients upload (SCAFFOLD: ("delta_c",)); user-level DP
+    #: privatises only the model delta, so it refuses algorithms that declare any
+    client_extras: ClassVar[tuple[str, ...]] = ()
+    #: the local optimiser the paper's analysis assumes ("sgd"), if it assumes one; the record
+    #: states the deviation when the run's ``fl.client_optimizer`` differs
+    paper_client_optimizer: ClassVar[str | None] = None
     #: number of clients in the population (SCAFFOLD's N); the engine sets it before
     #: :meth:`init_server`, ``None`` when the algorithm runs outside the engine
     n_clients: int | None = None
+    #: the run's whole configuration, read-only (nested mappings, e.g. ``self.config["fl"]["client_lr"]``);
+    #: set before :meth:`init_server`, ``None`` outside a run
+    config: Mapping[str, Any] | None = None
 
     def __init__(self, hparams: Any = None) -> None:
         self.hparams = hparams if hparams is not None else self.HParams()
@@ -154,27 +187,24 @@ class Algorithm:
     # --- construction ---------------------------------------------------------
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "Algorithm":
-        """Build from ``--set algorithm.x=...`` values, rejecting unknown names and bad types."""
-        from fednlp_bench.config import ConfigError
-
-        fields = {f.name: f for f in dataclasses.fields(cls.HParams)}
-        for key in params:
-            if key not in fields:
-                allowed = ", ".join(fields) or "none"
-                raise ConfigError(f"algorithm '{cls.name}' has no hyper-parameter '{key}' (allowed: {allowed})")
-        values = {}
-        for key, value in params.items():
-            default = getattr(cls.HParams(), key)
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if default is not None and type(value) is not type(default):
-                raise ConfigError(
-                    f"algorithm.{key} must be {type(default).__name__}, got {value!r} for algorithm '{cls.name}'"
-                )
-            values[key] = value
-        hp = cls.HParams(**values)
+        """Build from ``--set algorithm.x=...`` values: unknown names, bad types and values outside the
+        ranges the ``HParams`` fields declare (:func:`fednlp_bench.hparams.param`) are rejected."""
+        hp = hparams.build(cls.HParams, params, owner=f"algorithm '{cls.name}'", what="hyper-parameter",
+                           prefix="algorithm.")
         cls.check_hparams(hp)
         return cls(hp)
+
+    @classmethod
+    def search_space(cls) -> dict[str, list[Any]]:
+        """The grid a tuner tries: the ``search`` values declared on the ``HParams`` fields."""
+        return hparams.search_space(cls.HParams)
+
+    @classmethod
+    def plain_client(cls) -> bool:
+        """Whether the client half is the base one (no client hook overridden): plain local training
+        whose update nothing but the engine touches, e.g. FedAvg and the FedOpt family."""
+        hooks = ("client_update", "client_loss", "after_client_step", "process_update")
+        return all(getattr(cls, h) is getattr(Algorithm, h) for h in hooks)
 
     @classmethod
     def check_hparams(cls, hparams: Any) -> None:

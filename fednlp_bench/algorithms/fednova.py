@@ -20,29 +20,26 @@ Example::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from fednlp_bench.algorithms.base import Aggregate, Algorithm, ClientContext, ClientResult
-from fednlp_bench.config import ConfigError
+from fednlp_bench.hparams import Checked, param
 
 
 @dataclass(frozen=True)
-class FedNovaHParams:
-    server_lr: float = 1.0
-
-    def __post_init__(self) -> None:
-        lr = self.server_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"algorithm.server_lr must be a finite number > 0, got {lr!r}")
+class FedNovaHParams(Checked):
+    _prefix = "algorithm."
+    server_lr: float = param(1.0, low=0, low_open=True, finite=True)
 
 
 class FedNova(Algorithm):
     name = "fednova"
     paper = "Wang et al. 2020, Tackling the Objective Inconsistency Problem in Heterogeneous Federated Optimization"
     HParams = FedNovaHParams
+    client_extras = ("weighted_tau",)
+    paper_client_optimizer = "sgd"
 
     def process_update(self, delta: torch.Tensor, ctx: ClientContext, result: ClientResult) -> None:
         tau = max(result.n_steps, 1)

@@ -25,7 +25,6 @@ Example::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,51 +32,32 @@ import torch
 
 from fednlp_bench.algorithms.base import Aggregate
 from fednlp_bench.algorithms.fedavg import FedAvg
-from fednlp_bench.config import ConfigError
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+from fednlp_bench.hparams import Checked, param
 
 
 @dataclass(frozen=True)
-class AdaptiveHParams:
-    server_lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-6  # adaptivity: the paper's grid is 1e-1 ... 1e-5
-
-    def __post_init__(self) -> None:
-        if not (_finite_number(self.server_lr) and self.server_lr > 0):
-            raise ConfigError(f"algorithm.server_lr must be a finite number > 0, got {self.server_lr!r}")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if not (_finite_number(value) and 0.0 <= value < 1.0):
-                raise ConfigError(f"algorithm.{name} must be in [0, 1), got {value!r}")
-        if not (_finite_number(self.tau) and self.tau > 0):
-            raise ConfigError(f"algorithm.tau must be a finite number > 0, got {self.tau!r}")
+class AdaptiveHParams(Checked):
+    _prefix = "algorithm."
+    server_lr: float = param(1e-3, low=0, low_open=True, finite=True)
+    beta1: float = param(0.9, low=0, high=1, high_open=True, interval=True)
+    beta2: float = param(0.99, low=0, high=1, high_open=True, interval=True)
+    tau: float = param(1e-6, low=0, low_open=True, finite=True, doc="adaptivity; the paper's grid is 1e-1 ... 1e-5")
 
 
 @dataclass(frozen=True)
-class AdagradHParams:
-    server_lr: float = 1e-3
-    beta1: float = 0.0  # Reddi et al. use momentum for FedAdagrad too; 0 is plain Adagrad
-    tau: float = 1e-6
-
-    def __post_init__(self) -> None:
-        AdaptiveHParams(server_lr=self.server_lr, beta1=self.beta1, tau=self.tau)
+class AdagradHParams(Checked):
+    _prefix = "algorithm."
+    server_lr: float = param(1e-3, low=0, low_open=True, finite=True)
+    beta1: float = param(0.0, low=0, high=1, high_open=True, interval=True,
+                         doc="Reddi et al. use momentum for FedAdagrad too; 0 is plain Adagrad")
+    tau: float = param(1e-6, low=0, low_open=True, finite=True)
 
 
 @dataclass(frozen=True)
-class MomentumHParams:
-    server_lr: float = 1.0
-    momentum: float = 0.9
-
-    def __post_init__(self) -> None:
-        if not (_finite_number(self.server_lr) and self.server_lr > 0):
-            raise ConfigError(f"algorithm.server_lr must be a finite number > 0, got {self.server_lr!r}")
-        if not (_finite_number(self.momentum) and 0.0 <= self.momentum < 1.0):
-            raise ConfigError(f"algorithm.momentum must be in [0, 1), got {self.momentum!r}")
+class MomentumHParams(Checked):
+    _prefix = "algorithm."
+    server_lr: float = param(1.0, low=0, low_open=True, finite=True)
+    momentum: float = param(0.9, low=0, high=1, high_open=True, interval=True)
 
 
 class ServerOptimizer(FedAvg):

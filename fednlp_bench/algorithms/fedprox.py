@@ -16,27 +16,19 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from fednlp_bench.algorithms.base import ClientContext
 from fednlp_bench.algorithms.fedavg import FedAvg
-from fednlp_bench.config import ConfigError
+from fednlp_bench.hparams import Checked, param
 
 
 @dataclass(frozen=True)
-class FedProxHParams:
+class FedProxHParams(Checked):
+    _prefix = "algorithm."
     #: weight of the proximal term; the paper tries {0.001, 0.01, 0.1, 1}
-    mu: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not mu_ok(self.mu):
-            raise ConfigError(f"algorithm.mu must be a finite number >= 0 for 'fedprox', got {self.mu!r}")
-
-
-def mu_ok(mu: Any) -> bool:
-    return isinstance(mu, (int, float)) and not isinstance(mu, bool) and 0.0 <= mu < float("inf")
+    mu: float = param(0.01, low=0, finite=True, doc="weight of the proximal term")
 
 
 class _ProximalTerm(torch.autograd.Function):

@@ -91,7 +91,7 @@ def tiny_simulator(
     ``local_steps``, ``batch_size``, ``client_lr``, ``sampler``, ``dropout``,
     ``continual``...). The model is built with ``torch.manual_seed(seed)``.
     """
-    from fednlp_bench.engine import Simulator, World
+    from fednlp_bench.run import fl_trainer
 
     sizes = list(client_sizes) if client_sizes is not None else [16] * n_clients
     n_clients = len(sizes)
@@ -110,5 +110,4 @@ def tiny_simulator(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = TinyClassifier()
-    return Simulator(cfg, TinyTask(), model, train, test, client_train, client_test, algorithm,
-                     pad_id=0, device=torch.device("cpu"), world=World())
+    return fl_trainer(cfg, TinyTask(), model, train, test, client_train, client_test, algorithm)

@@ -27,31 +27,24 @@ Example::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from fednlp_bench.algorithms.base import Aggregate, Algorithm, ClientContext, ClientResult
-from fednlp_bench.config import ConfigError
+from fednlp_bench.errors import ConfigError
+from fednlp_bench.hparams import Checked, param
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
-class ScaffoldHParams:
-    server_lr: float = 1.0
+class ScaffoldHParams(Checked):
+    _prefix = "algorithm."
+    server_lr: float = param(1.0, low=0, low_open=True, finite=True)
     #: storage dtype of the per-client control variates (CPU memory)
-    client_state_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        lr = self.server_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"algorithm.server_lr must be a finite number > 0, got {lr!r}")
-        if self.client_state_dtype not in _DTYPES:
-            raise ConfigError(f"algorithm.client_state_dtype must be one of {', '.join(_DTYPES)}, "
-                              f"got {self.client_state_dtype!r}")
+    client_state_dtype: str = param("float32", choices=tuple(_DTYPES))
 
 
 class Scaffold(Algorithm):
@@ -59,6 +52,8 @@ class Scaffold(Algorithm):
     paper = "Karimireddy et al. 2020, SCAFFOLD: Stochastic Controlled Averaging for Federated Learning"
     HParams = ScaffoldHParams
     extra_broadcast_vectors = 1
+    client_extras = ("delta_c",)
+    paper_client_optimizer = "sgd"
 
     def __init__(self, hparams: Any = None) -> None:
         super().__init__(hparams)

@@ -6,7 +6,7 @@ loss-threshold attack (Yeom et al. 2018) with
 * example level: members = training rows of clients that took part in some
   round, non-members = the test rows (never trained on);
 * client level ("was this client in training?"): members = clients that took
-  part, non-members = clients never sampled (cohorts replayed from the seed);
+  part, non-members = clients never sampled (the cohorts recorded in the training state);
   a client's score is the mean score of its training rows. ``None`` when every
   client took part.
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.audit import membership_inference as mia
+from fednlp_bench.audit.view import FinishedRun
 
 
 def example_losses(
@@ -77,39 +78,20 @@ def membership_audit(
     return out
 
 
-def participation_counts(cfg: Any, n_clients: int, sizes_at: Callable[[int], np.ndarray]) -> np.ndarray:
-    """How many rounds each client was sampled in, replaying the cohorts from (seed, round)."""
-    from fednlp_bench import sampling
-
-    counts = np.zeros(n_clients, dtype=np.int64)
-    pick = sampling.get(cfg.fl.sampler)
-    for r in range(1, cfg.fl.rounds + 1):
-        counts[np.asarray(pick(r, np.asarray(sizes_at(r)), cfg.fl.clients_per_round,
-                               sampling.round_rng(cfg.seed, r)), dtype=np.int64)] += 1
-    return counts
-
-
-def participated(sim: Any, cfg: Any, centralized: bool) -> np.ndarray:
-    """Boolean per client: was it sampled in some round (always true for the centralized pool)?"""
-    n = len(sim.client_train)
-    return np.ones(n, dtype=bool) if centralized else participation_counts(cfg, n, sim.clients.sizes) > 0
-
-
-def run_membership_audit(sim: Any, cfg: Any, centralized: bool) -> dict[str, Any]:
-    """:func:`membership_audit` of a finished :class:`~fednlp_bench.engine.Simulator`'s global model."""
+def run_membership_audit(run: FinishedRun) -> dict[str, Any]:
+    """:func:`membership_audit` of a finished run's global model."""
     import time
 
     t0 = time.perf_counter()
-    sim.params.copy_(sim.global_params)
-    part = participated(sim, cfg, centralized)
-    out = membership_audit(sim.model, sim.task, sim.train_data, sim.test_data, sim.client_train, part,
-                           sim.pad_id, sim.device, cfg.fl.eval_batch_size)
+    run.load_global()
+    out = membership_audit(run.model, run.task, run.train_data, run.test_data, run.client_train, run.participated,
+                           run.pad_id, run.device, run.eval_batch_size)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
 
 # --------------------------------------------------------------------------- offline LiRA
-def lira_audit(sim: Any, cfg: Any, prep: Any, participated: np.ndarray, n_reference: int) -> dict[str, Any]:
+def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
     """Offline LiRA (Carlini et al. 2022) of the final global model, for classification tasks.
 
     The test split is halved (seeded): half A are the audited non-members, half B trains
@@ -122,36 +104,37 @@ def lira_audit(sim: Any, cfg: Any, prep: Any, participated: np.ndarray, n_refere
     from fednlp_bench.batching import length_grouped_batches
 
     t0 = time.perf_counter()
-    task, test = sim.task, sim.test_data
+    cfg, prep, participated = run.cfg, run.prepared, run.participated
+    task, test = run.task, run.test_data
     rng = np.random.default_rng([cfg.seed, 7919])
     order = rng.permutation(len(test))
     half_a, half_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
-    members = [c for c in range(len(sim.client_train)) if participated[c] and len(sim.client_train[c])]
-    member_rows = np.concatenate([sim.client_train[c] for c in members]).astype(np.int64)
-    bs, pad = cfg.fl.eval_batch_size, sim.pad_id
-    sim.params.copy_(sim.global_params)
-    y_mem = sim.train_data.columns["labels"][member_rows]
+    members = [c for c in range(len(run.client_train)) if participated[c] and len(run.client_train[c])]
+    member_rows = np.concatenate([run.client_train[c] for c in members]).astype(np.int64)
+    bs, pad, device = cfg.fl.eval_batch_size, run.pad_id, run.device
+    run.load_global()
+    y_mem = run.train_data.columns["labels"][member_rows]
     y_out = test.columns["labels"][half_a]
-    target = np.r_[mia.logit_confidence(task.logits(sim.model, sim.train_data, member_rows, bs, pad, sim.device), y_mem),
-                   mia.logit_confidence(task.logits(sim.model, test, half_a, bs, pad, sim.device), y_out)]
+    target = np.r_[mia.logit_confidence(task.logits(run.model, run.train_data, member_rows, bs, pad, device), y_mem),
+                   mia.logit_confidence(task.logits(run.model, test, half_a, bs, pad, device), y_out)]
     epochs = min(10, max(1, cfg.fl.rounds * cfg.fl.local_epochs))
     reference = []
     for k in range(n_reference):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1 + k)
-            model = task.build_model(prep.model_path, prep.info).to(sim.device)
+            model = task.build_model(prep.model_path, prep.info).to(device)
             model.train()
             opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.fl.client_lr,
                                     weight_decay=cfg.fl.weight_decay)
             batch_rng = np.random.default_rng([cfg.seed, 7919, k])
             for _ in range(epochs):
                 for b in length_grouped_batches(half_b, test.lengths, cfg.fl.batch_size, batch_rng):
-                    batch = {name: v.to(sim.device) for name, v in task.collate(test, b, pad).items()}
+                    batch = {name: v.to(device) for name, v in task.collate(test, b, pad).items()}
                     model(**batch).loss.backward()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-        reference.append(np.r_[mia.logit_confidence(task.logits(model, sim.train_data, member_rows, bs, pad, sim.device), y_mem),
-                               mia.logit_confidence(task.logits(model, test, half_a, bs, pad, sim.device), y_out)])
+        reference.append(np.r_[mia.logit_confidence(task.logits(model, run.train_data, member_rows, bs, pad, device), y_mem),
+                               mia.logit_confidence(task.logits(model, test, half_a, bs, pad, device), y_out)])
         del model, opt
     scores = mia.lira_offline_scores(target, np.stack(reference))
     out = mia.roc_metrics(scores[: len(member_rows)], scores[len(member_rows) :])
@@ -163,11 +146,13 @@ def lira_audit(sim: Any, cfg: Any, prep: Any, participated: np.ndarray, n_refere
 
 
 # --------------------------------------------------------------------------- canaries
-def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], centralized: bool) -> dict[str, Any]:
+def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], participation: np.ndarray | None
+                  ) -> dict[str, Any]:
     """Append ``privacy.canaries`` copies of one canary to the training data of one client.
 
-    The client is the one sampled in most rounds (cohorts replayed from the seed; ties -> lowest
-    id), so the canary is actually trained on; in the centralized baseline it joins the one pool.
+    The client is the one the cohort schedule will sample in most rounds (``participation``, planned
+    from the seed; ties -> lowest id), so the canary is actually trained on; in the centralized
+    baseline (``participation=None``) it joins the one pool.
     Mutates ``prep.train`` and ``client_train``; returns the canary's description for the audit.
     """
     from fednlp_bench.audit.canaries import make_canary
@@ -175,11 +160,7 @@ def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], centraliz
     rng = np.random.default_rng([cfg.seed, 104729])
     n_labels = len(prep.info.get("label_names", [])) or 1
     canary = make_canary(rng, length=6, label=int(rng.integers(n_labels)))
-    if centralized:
-        client = 0
-    else:
-        counts = participation_counts(cfg, len(client_train), lambda r: np.array([len(c) for c in client_train]))
-        client = int(np.argmax(counts))
+    client = 0 if participation is None else int(np.argmax(participation))
     extra = prep.task.encode_texts([canary.text()] * cfg.privacy.canaries, [canary.label] * cfg.privacy.canaries,
                                    prep.tokenizer, cfg.data.max_len)
     start = len(prep.train)
@@ -188,22 +169,20 @@ def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], centraliz
     return {"canary": canary, "client": client, "rows": np.arange(start, len(prep.train))}
 
 
-def canary_exposure(sim: Any, cfg: Any, prep: Any, inserted: dict[str, Any]) -> dict[str, Any]:
+def canary_exposure(run: FinishedRun, inserted: dict[str, Any]) -> dict[str, Any]:
     """Rank and exposure of the true secret among ``privacy.canary_candidates`` random ones."""
     from fednlp_bench.audit.canaries import DIGITS, candidate_secrets, exposure
 
-    canary = inserted["canary"]
+    canary, cfg, prep = inserted["canary"], run.cfg, run.prepared
     rng = np.random.default_rng([cfg.seed, 104729, 1])
     candidates = candidate_secrets(rng, canary, cfg.privacy.canary_candidates)
     texts = [canary.text()] + [canary.text(s) for s in candidates]
     data = prep.task.encode_texts(texts, [canary.label] * len(texts), prep.tokenizer, cfg.data.max_len)
-    sim.params.copy_(sim.global_params)
-    losses = example_losses(sim.model, sim.task, data, np.arange(len(texts)), sim.pad_id, sim.device,
+    run.load_global()
+    losses = example_losses(run.model, run.task, data, np.arange(len(texts)), run.pad_id, run.device,
                             cfg.fl.eval_batch_size)
     out = exposure(float(losses[0]), losses[1:], space_size=len(DIGITS) ** len(canary.secret))
-    rounds = 0
-    if cfg.algorithm.name != "centralized":
-        rounds = int(participation_counts(cfg, len(sim.client_train), sim.clients.sizes)[inserted["client"]])
+    rounds = 0 if run.centralized else int(run.participation[inserted["client"]])
     out.update(template=canary.template, secret_length=len(canary.secret), label=canary.label,
                copies=len(inserted["rows"]), client=inserted["client"], client_rounds=rounds,
                secret_loss=float(losses[0]), candidate_loss_median=float(np.median(losses[1:])))
@@ -211,23 +190,23 @@ def canary_exposure(sim: Any, cfg: Any, prep: Any, inserted: dict[str, Any]) -> 
 
 
 # --------------------------------------------------------------------------- counterfactual fairness
-def counterfactual_audit(sim: Any, cfg: Any, prep: Any) -> dict[str, Any] | None:
+def counterfactual_audit(run: FinishedRun) -> dict[str, Any] | None:
     """The gender-swap probe (:mod:`fednlp_bench.audit.counterfactual`) on the test texts, or
     ``None`` for tasks without ``encode_texts``/``logits`` (classification only)."""
     import time
 
     from fednlp_bench.audit.counterfactual import counterfactual_probe
 
-    task = sim.task
+    task, cfg, prep = run.task, run.cfg, run.prepared
     if not (hasattr(task, "encode_texts") and hasattr(task, "logits")):
         return None
     t0 = time.perf_counter()
     texts = prep.dsd["test"].data.column("text").to_pylist()
-    sim.params.copy_(sim.global_params)
+    run.load_global()
 
     def probabilities(batch_texts: list[str]) -> np.ndarray:
         data = task.encode_texts(batch_texts, np.zeros(len(batch_texts)), prep.tokenizer, cfg.data.max_len)
-        z = task.logits(sim.model, data, np.arange(len(batch_texts)), cfg.fl.eval_batch_size, sim.pad_id, sim.device)
+        z = task.logits(run.model, data, np.arange(len(batch_texts)), cfg.fl.eval_batch_size, run.pad_id, run.device)
         z = z - z.max(1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)

@@ -1,18 +1,16 @@
-"""The privacy post-processor the engine calls: one object per run, built from ``cfg.privacy``.
+"""A run's differential privacy, built from ``cfg.privacy``: what the engine gets and what the record says.
 
-Three engine call sites (all no-ops when privacy is off, because the engine
-then holds ``None``):
+Privacy reaches training only through the engine's two general mechanisms:
 
-1. :meth:`PrivacyRuntime.make_context` builds each client's context: a
-   :class:`~fednlp_bench.privacy.dp_sgd.DPSGDClientContext` when sample-level
-   DP-SGD is on (the centralized baseline included);
-2. :meth:`PrivacyRuntime.process_client` runs after the algorithm's own
-   ``process_update``: user-level clipping and equal client weights;
-3. :meth:`PrivacyRuntime.finalize_round` runs on the all-reduced sum before the
-   server step: Gaussian noise, adaptive clip update, fixed denominator.
+1. an update postprocessor (:class:`UserLevelClipping`): DP-FedAvg's client-side clipping and
+   equal client weights, then server-side Gaussian noise, adaptive clip update and fixed
+   denominator on the all-reduced sum;
+2. a client-context factory (:meth:`PrivacyRuntime.context_factory`): sample-level DP-SGD as
+   the local loop (the centralized baseline included).
 
-:meth:`PrivacyRuntime.summary` is the result record's ``privacy`` section:
-parameters, (epsilon, delta) with the accountant and sampling assumption used.
+:meth:`PrivacyRuntime.summary` is the result record's ``privacy`` section: parameters, (epsilon,
+delta) with the accountant and sampling assumption used, computed from the cohorts the engine
+recorded in its training state.
 """
 from __future__ import annotations
 
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.algorithms.base import ClientContext, ClientResult
+from fednlp_bench.postprocess import RoundSum, UpdatePostprocessor
 from fednlp_bench.privacy import accounting
 from fednlp_bench.privacy.dp_sgd import DPSGD, DPSGDClientContext, SampleDPParams
 from fednlp_bench.privacy.per_sample import per_example_loss
@@ -117,54 +116,36 @@ class PrivacyRuntime:
     def sample_delta(self) -> float:
         return self.cfg.sample_delta if self.cfg.sample_delta is not None else 1.0 / max(self.n_train, 2)
 
-    # ---- engine hooks -------------------------------------------------------------
-    def make_context(self, **kwargs: Any) -> ClientContext:
-        """The client context: DP-SGD local training if sample-level DP is on."""
+    # ---- what the engine gets -------------------------------------------------------
+    def postprocessors(self) -> list[UpdatePostprocessor]:
+        """User-level DP as an update postprocessor (empty without user-level DP)."""
+        return [UserLevelClipping(self.user)] if self.user is not None else []
+
+    def context_factory(self) -> Callable[..., ClientContext] | None:
+        """The DP-SGD client context when sample-level DP is on, else None (the plain loop)."""
         if self.sample is None:
-            return ClientContext(**kwargs)
+            return None
+        return self._make_dpsgd_context
+
+    def _make_dpsgd_context(self, **kwargs: Any) -> ClientContext:
         if self._dpsgd is None:
             self._dpsgd = DPSGD(kwargs["model"], self.sample, self.loss_fn)
         return DPSGDClientContext(dpsgd=self._dpsgd, seed=self.seed,
                                   on_done=lambda ctx: self._clip_fractions.append(ctx.clip_fraction), **kwargs)
 
-    def process_client(self, delta: torch.Tensor, ctx: ClientContext, result: ClientResult) -> None:
-        """User level: clip the delta in place and give every client weight 1."""
-        if self.user is None:
-            return
-        if result.extras:
-            raise RuntimeError(
-                f"user-level DP does not privatise algorithm extras ({', '.join(result.extras)}); "
-                "use an algorithm without them (e.g. fedavg, fedprox, fedadam)"
-            )
-        self.user.clip_update(delta)
-        result.weight = 1.0
-
-    def finalize_round(self, total: torch.Tensor, round: int, n_ok: int, world: Any = None) -> float | None:
-        """Noise the all-reduced sum; returns the denominator of the mean (None: keep the engine's)."""
-        if self.user is None:
-            return None
-        unclipped = self.user.unclipped_count
-        if world is not None and getattr(world, "size", 1) > 1:
-            count = torch.tensor([float(unclipped)], dtype=torch.float64)
-            world.all_reduce(count)
-            unclipped = int(count.item())
-        return self.user.noise_sum(total, round, n_ok, unclipped)
-
     # ---- record -------------------------------------------------------------------
-    def _client_steps(self, sizes_at: Callable[[int], np.ndarray] | None) -> list[tuple[float, int]]:
-        """Per client (largest sampling rate, local DP-SGD steps), replaying the cohorts from the seed.
+    def _client_steps(self, cohorts: list, sizes_at: Callable[[int], np.ndarray] | None) -> list[tuple[float, int]]:
+        """Per client (largest sampling rate, local DP-SGD steps) over the rounds it was sampled in.
 
-        Dropout is not replayed, so a dropped client counts as having trained (an upper bound).
+        ``cohorts`` are the rounds' recorded cohorts; a dropped client counts as having trained
+        (an upper bound).
         """
-        from fednlp_bench import sampling
-
         b = self.batch_size
         rate = np.zeros(self.n_clients)
         steps = np.zeros(self.n_clients, dtype=np.int64)
-        pick = sampling.get(self.sampler)
-        for r in range(1, self.rounds + 1):
-            sizes = np.asarray(sizes_at(r) if sizes_at is not None else self.client_sizes)
-            for c in np.asarray(pick(r, sizes, self.clients_per_round, sampling.round_rng(self.seed, r))).tolist():
+        for cohort in cohorts:
+            sizes = np.asarray(sizes_at(cohort.round) if sizes_at is not None else self.client_sizes)
+            for c in cohort.sampled:
                 n = int(sizes[c])
                 if n == 0:
                     continue
@@ -172,12 +153,12 @@ class PrivacyRuntime:
                 steps[c] += self.local_steps if self.local_steps is not None else self.local_epochs * math.ceil(n / b)
         return [(float(q), int(k)) for q, k in zip(rate, steps) if k > 0]
 
-    def _sample_guarantee(self, sizes_at, centralized_steps: int | None) -> dict[str, Any]:
+    def _sample_guarantee(self, cohorts: list, sizes_at, centralized_steps: int | None) -> dict[str, Any]:
         p, b, acc = self.sample, self.batch_size, self.cfg.accountant
         if self.centralized:
             pairs = {(min(1.0, b / max(self.n_train, 1)), int(centralized_steps or 0))}
         else:
-            pairs = set(self._client_steps(sizes_at))
+            pairs = set(self._client_steps(cohorts, sizes_at))
         # epsilon grows with both the rate and the steps: only undominated pairs can be the worst
         front = [x for x in pairs if not any(y != x and y[0] >= x[0] and y[1] >= x[1] for y in pairs)]
         worst = None
@@ -204,9 +185,11 @@ class PrivacyRuntime:
         return out
 
     def summary(
-        self, sizes_at: Callable[[int], np.ndarray] | None = None, centralized_steps: int | None = None
+        self, cohorts: list | None = None, sizes_at: Callable[[int], np.ndarray] | None = None,
+        centralized_steps: int | None = None,
     ) -> dict[str, Any]:
-        """The record's ``privacy`` section (``sizes_at(round)``: client sizes, for the continual setting)."""
+        """The record's ``privacy`` section: ``cohorts`` as recorded in the training state,
+        ``sizes_at(round)`` the client sizes (continual setting)."""
         out: dict[str, Any] = {"user_level": None, "sample_level": None}
         if self.user is not None:
             u = self.user.params
@@ -241,7 +224,7 @@ class PrivacyRuntime:
             if self.sampler != "uniform":
                 out["user_level"]["warning"] = f"sampler '{self.sampler}' is not uniform: epsilon does not apply"
         if self.sample is not None:
-            out["sample_level"] = self._sample_guarantee(sizes_at, centralized_steps)
+            out["sample_level"] = self._sample_guarantee(cohorts or [], sizes_at, centralized_steps)
         return out
 
     def state_dict(self) -> dict:
@@ -258,6 +241,34 @@ class PrivacyRuntime:
             self.user.load_state_dict(state["user"])
             self.user.history = [RoundStats(**row) for row in state.get("history", [])]
         self._clip_fractions = list(state.get("clip_fractions", []))
+
+
+class UserLevelClipping(UpdatePostprocessor):
+    """DP-FedAvg as an update postprocessor: clip each client's delta, noise the round's sum."""
+
+    name = "user_level_dp"
+
+    def __init__(self, user: UserLevelDP) -> None:
+        self.user = user
+
+    def client(self, delta: torch.Tensor, ctx: ClientContext, result: ClientResult) -> None:
+        """Clip the delta in place to norm C and give every client weight 1."""
+        if result.extras:
+            raise RuntimeError(
+                f"user-level DP does not privatise algorithm extras ({', '.join(result.extras)}); "
+                "use an algorithm without them (e.g. fedavg, fedprox, fedadam)"
+            )
+        self.user.clip_update(delta)
+        result.weight = 1.0
+
+    def server(self, agg: RoundSum, world: Any) -> None:
+        """Noise the all-reduced sum; the mean's denominator is the expected cohort size."""
+        unclipped = self.user.unclipped_count
+        if getattr(world, "size", 1) > 1:
+            count = torch.tensor([float(unclipped)], dtype=torch.float64)
+            world.all_reduce(count)
+            unclipped = int(count.item())
+        agg.total_weight = self.user.noise_sum(agg.sum, agg.round, agg.n_clients, unclipped)
 
 
 def from_config(
