@@ -85,33 +85,61 @@ class CallbackList:
 
 
 class EvaluationSchedule(Callback):
-    """Scores the global model before training (round 0) and every ``every`` rounds and the last.
+    """Scores the global model on the validation split before training (round 0), every ``every``
+    rounds and after the last; never on the test split, so no per-round choice can read it.
 
-    Only the main rank evaluates; rows go to ``state.per_round`` and to ``on_evaluate``.
+    Only the main rank evaluates; rows go to ``state.per_round`` and to ``on_evaluate``. With
+    ``keep_best`` it also keeps a copy of the weights of the best round by ``primary`` (ties: the
+    earliest), for a test evaluation of that model at the end. ``evaluator=None`` (no validation
+    split) evaluates nothing.
     """
 
     name = "evaluation"
 
-    def __init__(self, evaluator: Evaluator, every: int, rounds: int, main: bool = True) -> None:
+    def __init__(self, evaluator: Evaluator | None, every: int, rounds: int, main: bool = True,
+                 primary: str | None = None, higher_is_better: bool = True, keep_best: bool = False) -> None:
         self.evaluator, self.every, self.rounds, self.main = evaluator, every, rounds, main
+        self.primary, self.higher, self.keep_best = primary, higher_is_better, keep_best
         self.initial: dict[str, Any] = {}
+        self.best_round: int | None = None
+        self.best_value: float | None = None
+        self.best_weights: Any = None
+
+    def _active(self) -> bool:
+        return self.main and self.evaluator is not None
 
     def on_run_start(self, trainer: Any) -> None:
-        if self.main and trainer.state.round == 0:
+        if self._active() and trainer.state.round == 0:
             self.initial = self.evaluator.evaluate(0)
             trainer.callbacks.evaluated(trainer, self.initial)
 
     def on_round_end(self, trainer: Any, round: int) -> None:
-        if self.main and (round % self.every == 0 or round == self.rounds):
+        if self._active() and (round % self.every == 0 or round == self.rounds):
             row = self.evaluator.evaluate(round)
             trainer.state.per_round.append(row)
+            self._track_best(trainer, row)
             trainer.callbacks.evaluated(trainer, row)
 
+    def _track_best(self, trainer: Any, row: dict[str, Any]) -> None:
+        value = row.get(self.primary)
+        if not self.keep_best or value is None:
+            return
+        better = self.best_value is None or (value > self.best_value if self.higher else value < self.best_value)
+        if better:
+            self.best_round, self.best_value = row["round"], float(value)
+            self.best_weights = trainer.global_params.detach().clone()
+
     def state_dict(self) -> dict[str, Any]:
-        return {"initial": self.initial}
+        state: dict[str, Any] = {"initial": self.initial}
+        if self.best_weights is not None:
+            state.update(best_round=self.best_round, best_value=self.best_value, best_weights=self.best_weights)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.initial = dict(state.get("initial", {}))
+        if "best_weights" in state:
+            self.best_round, self.best_value = int(state["best_round"]), float(state["best_value"])
+            self.best_weights = state["best_weights"]
 
 
 class ProgressBar(Callback):
@@ -169,14 +197,22 @@ class CostReduction(Callback):
 
 
 class FinalEvaluation(Callback):
-    """The final global model scored on the whole test split and on each client's test rows."""
+    """The test split, used once: the final global model on the whole test split and on each
+    client's test rows; with ``schedule.keep_best``, also the best-validation round's model
+    (recorded as such, never in place of the final one)."""
 
     name = "final_evaluation"
 
-    def __init__(self, evaluator: Evaluator, client_test: list) -> None:
-        self.evaluator, self.client_test = evaluator, client_test
+    def __init__(self, evaluator: Evaluator, client_test: list, schedule: EvaluationSchedule | None = None) -> None:
+        self.evaluator, self.client_test, self.schedule = evaluator, client_test, schedule
         self.final: dict[str, Any] = {}
         self.per_client: dict[str, Any] = {}
+        self.best_val: dict[str, Any] | None = None
 
     def on_run_end(self, trainer: Any) -> None:
         self.final, self.per_client = self.evaluator.per_client(self.client_test)
+        s = self.schedule
+        if s is not None and s.keep_best and s.best_weights is not None:
+            test, _ = self.evaluator.per_client([], s.best_weights)
+            self.best_val = {"round": s.best_round, "val": s.best_value, "test": test}
+            self.evaluator.load()

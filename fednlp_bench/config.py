@@ -26,6 +26,10 @@ class DataConfig(Checked):
     max_len: int = param(128, low=8, high=8192)
     split_seed: int = 0
     test_fraction: float = param(0.2, low=0.0, low_open=True, high=0.9)
+    val_fraction: float = param(0.1, low=0.0, high=0.5, high_open=True, interval=True,
+                                doc="share of the train split held out (stratified) for per-round evaluation and "
+                                    "tuning; 0: no validation split, no per-round curves")
+    max_val: int | None = param(None, low=1, doc="cap on the validation rows")
     max_train: int | None = param(None, low=1, doc="subsample the train split (seeded) for quick presets")
     max_test: int | None = param(None, low=1)
 
@@ -57,7 +61,8 @@ class FLConfig(Checked):
     trim_fraction: float = param(0.1, low=0.0, high=0.5, high_open=True, interval=True,
                                  doc="trimmed_mean: fraction cut from each end per coordinate")
     sampler: str = "uniform"
-    eval_every: int = param(1, low=1)
+    eval_every: int = param(1, low=1, doc="rounds between validation evaluations")
+    best_val_test: bool = param(False, doc="also test the best-validation round's model (recorded separately)")
     eval_batch_size: int = param(128, low=1)
     checkpoint_every: int | None = param(None, low=1, doc="rounds between checkpoints (None: no checkpoints)")
     dropout: float = param(0.0, low=0.0, high=1.0, high_open=True, interval=True,

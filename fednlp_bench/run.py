@@ -61,13 +61,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prepared:
     task: Any
-    dsd: Any
+    dsd: Any  # DatasetDict with train, validation (possibly empty) and test
     train: TokenizedData
     test: TokenizedData
     info: dict
     pad_id: int
     model_path: str
     tokenizer: Any = None
+    val: TokenizedData | None = None  # None: no validation split (data.val_fraction = 0)
 
 
 def _subsample(ds, limit: int | None, seed: int):
@@ -83,19 +84,32 @@ def prepare(cfg: RunConfig) -> Prepared:
     task, dsd = load_splits(cfg)
     model_path = resolve_model(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
-    key = f"{cfg.dataset}-{cfg.data.split_seed}-{cfg.data.test_fraction}"
-    train = task.featurize(dsd["train"], tokenizer, cfg.data.max_len, key + f"-train-{cfg.data.max_train}")
-    test = task.featurize(dsd["test"], tokenizer, cfg.data.max_len, key + f"-test-{cfg.data.max_test}")
+    d = cfg.data
+    key = f"{cfg.dataset}-{d.split_seed}-{d.test_fraction}-val{d.val_fraction}-{d.max_val}"
+    train = task.featurize(dsd["train"], tokenizer, d.max_len, key + f"-train-{d.max_train}")
+    test = task.featurize(dsd["test"], tokenizer, d.max_len, key + f"-test-{d.max_test}")
+    val = task.featurize(dsd["validation"], tokenizer, d.max_len, key + "-val") if len(dsd["validation"]) else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path, tokenizer)
+    return Prepared(task, dsd, train, test, task.info(dsd["train"]), pad_id, model_path, tokenizer, val)
 
 
 def load_splits(cfg: RunConfig):
-    """The task adapter and its (cached, subsampled) ``DatasetDict``."""
+    """The task adapter and its (cached, subsampled) ``DatasetDict``: train, validation, test.
+
+    The validation rows are held out of the whole train split first (stratified, seeded by
+    ``data.split_seed``, so every run seed and every algorithm sees the same ones); ``data.max_train``
+    then subsamples what is left.
+    """
     task = tasks.get(cfg.task)
-    dsd = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
-    dsd["train"] = _subsample(dsd["train"], cfg.data.max_train, cfg.data.split_seed)
-    dsd["test"] = _subsample(dsd["test"], cfg.data.max_test, cfg.data.split_seed + 1)
+    d = cfg.data
+    dsd = task.load(cfg.dataset, split_seed=d.split_seed, test_fraction=d.test_fraction)
+    val_rows = task.validation_rows(dsd["train"], d.val_fraction, d.split_seed, d.max_val)
+    rest = np.setdiff1d(np.arange(len(dsd["train"])), val_rows)
+    dsd["validation"] = dsd["train"].select(val_rows).flatten_indices()
+    if len(val_rows):
+        dsd["train"] = dsd["train"].select(rest).flatten_indices()
+    dsd["train"] = _subsample(dsd["train"], d.max_train, d.split_seed)
+    dsd["test"] = _subsample(dsd["test"], d.max_test, d.split_seed + 1)
     return task, dsd
 
 
@@ -303,12 +317,13 @@ def local_training(cfg: RunConfig, task: Any, model: torch.nn.Module, train: Tok
                          state=TrainState(), optimizer=spec, **({"make_context": dp_loop} if dp_loop else {}))
 
 
-def fl_trainer(cfg: RunConfig, task: Any, model: torch.nn.Module, train: TokenizedData, test: TokenizedData,
+def fl_trainer(cfg: RunConfig, task: Any, model: torch.nn.Module, train: TokenizedData, val: TokenizedData | None,
                client_train: list[np.ndarray], client_test: list[np.ndarray], algorithm: algorithms.Algorithm, *,
                pad_id: int = 0, device: torch.device | None = None, world: World | None = None,
-               privacy: Any = None) -> Simulator:
-    """A :class:`Simulator` for ``cfg`` over prepared data, evaluating on ``test`` every ``fl.eval_every``
-    rounds (what :func:`run` builds, minus tracking, checkpoints and audits; tests use it directly)."""
+               privacy: Any = None, val_split: str | None = None) -> Simulator:
+    """A :class:`Simulator` for ``cfg`` over prepared data, evaluating on ``val`` every ``fl.eval_every``
+    rounds (what :func:`run` builds, minus tracking, checkpoints and audits; tests use it directly).
+    ``val_split`` labels the per-round rows ("val" in a real run)."""
     device = device or torch.device("cpu")
     world = world or World()
     algorithm.config = read_only(cfg.to_dict())
@@ -317,11 +332,20 @@ def fl_trainer(cfg: RunConfig, task: Any, model: torch.nn.Module, train: Tokeniz
     sim = Simulator(EngineConfig.from_run_config(cfg), local, client_data(cfg.fl, client_train, cfg.seed),
                     algorithm, world=world, postprocessors=chain, algorithm_spec=cfg.algorithm.name,
                     aggregator=make_aggregator(cfg.fl.aggregator, cfg.fl.trim_fraction))
-    evaluator = Evaluator(task, local.model, local.params, sim.global_params, test, batch_size=cfg.fl.eval_batch_size,
-                          pad_id=pad_id, device=device, state=sim.state)
-    sim.callbacks.append(EvaluationSchedule(evaluator, cfg.fl.eval_every, cfg.fl.rounds, world.is_main))
+    sim.callbacks.append(evaluation_schedule(cfg, task, local, sim.global_params, val, sim.state, world, val_split))
     sim.client_test = client_test
     return sim
+
+
+def evaluation_schedule(cfg: RunConfig, task: Any, local: LocalTraining, global_params: torch.Tensor,
+                        val: TokenizedData | None, state: TrainState, world: World,
+                        split: str | None = "val") -> EvaluationSchedule:
+    """Per-round evaluation on the validation split (none without one)."""
+    evaluator = None if val is None else Evaluator(
+        task, local.model, local.params, global_params, val, batch_size=cfg.fl.eval_batch_size,
+        pad_id=local.pad_id, device=local.device, state=state, split=split)
+    return EvaluationSchedule(evaluator, cfg.fl.eval_every, cfg.fl.rounds, world.is_main, task.primary_metric,
+                              getattr(task, "higher_is_better", True), cfg.fl.best_val_test)
 
 
 def build_trainer(cfg: RunConfig, prep: Prepared, data: RunData, algorithm, privacy, world: World,
@@ -329,11 +353,14 @@ def build_trainer(cfg: RunConfig, prep: Prepared, data: RunData, algorithm, priv
     """The FL simulator, or the centralized trainer, over one model and the run's data."""
     model = build_model(cfg, prep)
     if algorithm is not None:
-        return fl_trainer(cfg, prep.task, model, prep.train, prep.test, data.client_train, data.client_test,
-                          algorithm, pad_id=prep.pad_id, device=device, world=world, privacy=privacy)
+        return fl_trainer(cfg, prep.task, model, prep.train, prep.val, data.client_train, data.client_test,
+                          algorithm, pad_id=prep.pad_id, device=device, world=world, privacy=privacy, val_split="val")
     local = local_training(cfg, prep.task, model, prep.train, pad_id=prep.pad_id, device=device, privacy=privacy)
     plan = centralized_plan(data.budget["examples"], cfg.fl.batch_size, cfg.fl.rounds)
-    return CentralizedTrainer(local, plan, seed=cfg.seed)
+    trainer = CentralizedTrainer(local, plan, seed=cfg.seed)
+    trainer.callbacks.append(evaluation_schedule(cfg, prep.task, local, trainer.global_params, prep.val,
+                                                 trainer.state, world))
+    return trainer
 
 
 def build_callbacks(parts: Parts) -> None:
@@ -374,18 +401,15 @@ def build(cfg: RunConfig, algorithm, world: World, device: torch.device) -> Part
         canary.insert(cfg, prep, data.client_train, plan)
     privacy = build_privacy(cfg, prep, data, algorithm)
     trainer = build_trainer(cfg, prep, data, algorithm, privacy, world, device)
-    evaluation = next((c for c in trainer.callbacks if isinstance(c, EvaluationSchedule)), None)
-    if evaluation is None:
-        local = trainer.local
-        evaluator = Evaluator(prep.task, local.model, local.params, trainer.global_params, prep.test,
-                              batch_size=cfg.fl.eval_batch_size, pad_id=prep.pad_id, device=device,
-                              state=trainer.state)
-        evaluation = EvaluationSchedule(evaluator, cfg.fl.eval_every, cfg.fl.rounds, world.is_main)
+    evaluation = next(c for c in trainer.callbacks if isinstance(c, EvaluationSchedule))
+    local = trainer.local
+    tester = Evaluator(prep.task, local.model, local.params, trainer.global_params, prep.test,
+                       batch_size=cfg.fl.eval_batch_size, pad_id=prep.pad_id, device=device, state=trainer.state)
     run_id = new_run_id(cfg)
     progress = ProgressBar(cfg.fl.rounds, f"{cfg.task}/{cfg.algorithm.name}", prep.task.primary_metric) \
         if cfg.progress and world.is_main else None
     parts = Parts(cfg, prep, data, world, device, algorithm, privacy, trainer, evaluation,
-                  FinalEvaluation(evaluation.evaluator, data.client_test), CallbackList(), run_id,
+                  FinalEvaluation(tester, data.client_test, evaluation), CallbackList(), run_id,
                   Tracker(cfg.wandb if world.is_main else "disabled", cfg.results_dir, run_id, cfg.to_dict()),
                   progress=progress, canary=canary)
     build_callbacks(parts)
@@ -423,11 +447,14 @@ def training_sections(parts: Parts, wall: float) -> dict[tuple[str, ...], Any]:
             "sampler": fl.sampler, "setting": "continual" if federated and fl.continual else "static",
             "continual": trainer.clients.describe() if federated and fl.continual else None,
             "dropout": fl.dropout, "eval_every": fl.eval_every, "n_train": len(prep.train), "n_test": len(prep.test),
+            "n_val": len(prep.val) if prep.val is not None else 0,
             **({"centralized_budget": parts.data.budget} if not federated else {})},
         ("metrics",): {
             "primary": prep.task.primary_metric,
             "initial": {k: v for k, v in parts.evaluation.initial.items() if k != "round"},
-            "final": parts.final.final, "per_round": state.per_round, "per_client": parts.final.per_client,
+            "final": parts.final.final, "final_split": "test", "per_round": state.per_round,
+            "per_client": parts.final.per_client,
+            **({"best_val": parts.final.best_val} if parts.final.best_val is not None else {}),
             "failed_clients": [vars(f) for f in state.failures], "dropped_clients": int(costs.dropped_clients),
             "resumed": parts.elapsed_before > 0},
         ("cost",): {

@@ -138,6 +138,23 @@ class TaskAdapter(ABC):
         """Texts used by the feature-cluster partitioner."""
         return ds.data.column("text").to_pylist()
 
+    def validation_rows(self, ds, fraction: float, seed: int, limit: int | None = None) -> np.ndarray:
+        """Sorted rows of ``ds`` (a train split) held out for validation: seeded, stratified by
+        :meth:`label_for_partition` (each label keeps its share, by largest remainder), at most
+        ``limit`` rows. Model selection and per-round curves use these, never the test split."""
+        n = len(ds)
+        size = min(int(round(fraction * n)), limit if limit is not None else n, n - 1)
+        if size <= 0:
+            return np.zeros(0, dtype=np.int64)
+        from fednlp_bench.partitioners.allocation import largest_remainder
+
+        codes = np.unique(np.asarray(self.label_for_partition(ds)).astype(str), return_inverse=True)[1]
+        counts = np.bincount(codes)
+        take = largest_remainder(counts.astype(np.float64), size)
+        rng = np.random.default_rng([seed, 0x7A1])
+        picked = [rng.choice(np.flatnonzero(codes == c), size=k, replace=False) for c, k in enumerate(take) if k]
+        return np.sort(np.concatenate(picked)).astype(np.int64)
+
     # --- features -------------------------------------------------------------
     @abstractmethod
     def _featurize(self, ds, tokenizer, max_len: int) -> TokenizedData:

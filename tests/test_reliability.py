@@ -76,7 +76,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path, alg
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(Path(cfg.results_dir).glob("*.json")), "a killed run must not leave a record"
-    done_rounds = checkpoint.load(ckpt)["sim"]["round"]
+    done_rounds = checkpoint.load(ckpt)["trainer"]["train"]["round"]
     assert 1 <= done_rounds < 3
     resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
