@@ -14,7 +14,9 @@ Schema version 1 (``SCHEMA_VERSION``)::
     algorithm       {name, hparams{}, source}
     fl              {rounds, clients_per_round, local_epochs, local_steps, batch_size,
                      client_lr, weight_decay, row_sparse_embeddings, sampler, eval_every, ...}
-    metrics         {primary: str, initial{}, final{}, per_round[{round, ...}],
+    metrics         {primary: str, initial{} (round 0, on initial_split), initial_split: "val"|"test",
+                     final{} (on final_split: "test"), best_val{} (optional),
+                     per_round[{round, split, ...}] (split "val": the validation split),
                      per_client{client_id: {...}}, fairness{mean, std, worst_10pct, ...},
                      failed_clients[{round, client, reason}], dropped_clients, resumed,
                      counterfactual{flip_rate, mean_abs_delta_prob, n_affected, ...} (tc)}

@@ -451,7 +451,9 @@ def training_sections(parts: Parts, wall: float) -> dict[tuple[str, ...], Any]:
             **({"centralized_budget": parts.data.budget} if not federated else {})},
         ("metrics",): {
             "primary": prep.task.primary_metric,
-            "initial": {k: v for k, v in parts.evaluation.initial.items() if k != "round"},
+            # round 0, evaluated where every round is (validation when there is one)
+            "initial": {k: v for k, v in parts.evaluation.initial.items() if k not in ("round", "split")},
+            "initial_split": parts.evaluation.initial.get("split", "test"),
             "final": parts.final.final, "final_split": "test", "per_round": state.per_round,
             "per_client": parts.final.per_client,
             **({"best_val": parts.final.best_val} if parts.final.best_val is not None else {}),
