@@ -1,4 +1,4 @@
-"""Command line: ``fednlp-bench run|list|prepare|leaderboard|submit``.
+"""Command line: ``fednlp-bench run|list|prepare|partition|export|table|leaderboard|submit``.
 
 Every user error (bad config value, unknown name, missing data package) ends
 as one clear line on stderr and exit code 2, never a traceback.
@@ -122,15 +122,81 @@ def cmd_partition(args) -> int:
     cfg = _resolve(args)
     task, dsd = load_splits(cfg)
     part = make_partition(cfg, task, dsd)
-    labels = task.label_for_partition(dsd["train"])
     sizes = part.sizes("train")
     print(f"{cfg.partition.method} on {cfg.task}/{cfg.dataset}: {part.n_clients} clients, "
           f"train sizes min/median/max {sizes.min()}/{int(np.median(sizes))}/{sizes.max()}")
     if args.plot:
-        paths = write_report(part.train, labels, args.plot)
+        labels, names = _named_partition_view(cfg, task, dsd["train"])
+        paths = write_report(part.train, labels, args.plot, client_names=names)
         for name, path in sorted(paths.items()):
             print(f"  {name}: {path}")
     return 0
+
+
+def _named_partition_view(cfg, task, train):
+    """The partition label of every train row by name (not class code) and, for ``natural``,
+    the group name of every client: what the partition plots show."""
+    from fednlp_bench import partitioners
+    from fednlp_bench.partitioners.plots import natural_client_names
+
+    labels = np.asarray(task.label_for_partition(train))
+    names = task.info(train).get("label_names")
+    if names and labels.dtype.kind in "iu":
+        labels = np.asarray(names, dtype=object)[labels]
+    clients = None
+    if cfg.partition.method == "natural":
+        natural = partitioners.make("natural", cfg.partition.n_clients, cfg.seed, **cfg.partition.params)
+        clients = natural_client_names(natural.client_groups(task.groups_for_partition(train)))
+    return labels, clients
+
+
+def cmd_export(args) -> int:
+    """Write a partition (any method) as a FedNLP partition file, and the data as a FedNLP data file."""
+    from fednlp_bench.errors import ConfigError
+    from fednlp_bench.partitioners.fednlp_h5 import method_key, write_partition_h5
+    from fednlp_bench.run import load_splits, make_partition
+
+    for path in filter(None, (args.partition_file, args.data_file)):
+        if os.path.isdir(path):
+            raise ConfigError(f"export: {path} is a directory; give a file path such as {path}/x_partition.h5")
+    if args.key is not None and (not args.key.strip() or "/" in args.key):
+        raise ConfigError(f"export: --key {args.key!r} must be a non-empty name without '/'")
+    if args.clients is not None:
+        args.overrides.append(f"partition.n_clients={args.clients}")
+    args.overrides.append("fl.clients_per_round=1")
+    cfg = _resolve(args)
+    task, dsd = load_splits(cfg)
+    _refuse_subsample_without_data(cfg, task, dsd, args.data_file)
+    part = make_partition(cfg, task, dsd)
+    train_ids, test_ids = task.file_ids(dsd["train"]), task.file_ids(dsd["test"])
+    if train_ids is None:  # not FedNLP data: FedNLP numbers train rows first, then test rows
+        train_ids = np.arange(len(dsd["train"]))
+        test_ids = len(dsd["train"]) + np.arange(len(dsd["test"]))
+    key = args.key or method_key(part.spec)
+    if args.data_file:
+        from fednlp_bench.tasks.fednlp_data import write_fednlp_h5
+
+        write_fednlp_h5(cfg.task, dsd, args.data_file, train_ids, test_ids)
+        print(f"data: {len(dsd['train'])} train + {len(dsd['test'])} test rows -> {args.data_file}")
+    replaced = write_partition_h5(args.partition_file, key, part, train_ids=train_ids, test_ids=test_ids)
+    print(f"partition: {cfg.partition.method} ({part.n_clients} clients) -> {args.partition_file} "
+          f"key {key}{' (replaced the old one)' if replaced else ''}")
+    return 0
+
+
+def _refuse_subsample_without_data(cfg, task, dsd, data_file) -> None:
+    """A partition of subsampled rows only fits a data file of those rows."""
+    from fednlp_bench.errors import ConfigError
+
+    if data_file or (cfg.data.max_train is None and cfg.data.max_test is None):
+        return
+    full = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
+    if (len(full["train"]), len(full["test"])) != (len(dsd["train"]), len(dsd["test"])):
+        raise ConfigError(
+            f"export: data.max_train/max_test keep {len(dsd['train'])} of {len(full['train'])} train and "
+            f"{len(dsd['test'])} of {len(full['test'])} test rows, so the partition fits no existing data file; "
+            f"--set data.max_train=null --set data.max_test=null, or add --data-file to write those rows too"
+        )
 
 
 def cmd_table(args) -> int:
@@ -186,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, metavar="DIR",
                    help="write label bars, client x client JSD heat map, size histogram and summary.json here")
     p.set_defaults(func=cmd_partition)
+    p = sub.add_parser("export", help="write a partition as a FedNLP partition file (and the data as a FedNLP data file)")
+    _add_run_args(p)
+    p.add_argument("--clients", type=int, default=None, help="number of clients (partition.n_clients)")
+    p.add_argument("--partition-file", required=True, metavar="PATH",
+                   help="FedNLP partition file to write (other keys in an existing file are kept)")
+    p.add_argument("--key", default=None,
+                   help="method key in the file (default FedNLP's, e.g. niid_label_clients=10_alpha=0.5)")
+    p.add_argument("--data-file", default=None, metavar="PATH",
+                   help="also write the rows as a FedNLP data file (X/<id>, Y/<id>, attributes)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("table", help="print a short table of result records")
     p.add_argument("--results", default="results", help="directory of result records")
     p.add_argument("--task", default=None, help="only this task")

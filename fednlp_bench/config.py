@@ -243,10 +243,10 @@ def build(raw: dict[str, Any]) -> RunConfig:
 def check(cfg: RunConfig) -> None:
     """Rules across fields (each field's own type and range are checked when it is set)."""
     p, f = cfg.partition, cfg.fl
-    if not (p.method == "natural" and p.n_clients == 0):  # natural: 0 = one client per group
+    if not (p.method in ("natural", "fednlp") and p.n_clients == 0):  # 0 = one client per group / as in the file
         if p.n_clients < 1:
             raise ConfigError(f"partition.n_clients must be >= 1 (or 0 with --partition natural: one client "
-                              f"per group), got {p.n_clients}")
+                              f"per group, or fednlp: the file's clients), got {p.n_clients}")
     if f.storage_cap is not None and not f.continual:
         raise ConfigError("fl.storage_cap applies to the continual setting only; add --set fl.continual=true")
     if p.n_clients and f.clients_per_round > p.n_clients:  # natural with 0: checked against the groups

@@ -71,12 +71,11 @@ class Prepared:
     val: TokenizedData | None = None  # None: no validation split (data.val_fraction = 0)
 
 
-def _subsample(ds, limit: int | None, seed: int):
-    if limit is None or limit >= len(ds):
-        return ds
-    rows = np.sort(np.random.default_rng([seed, limit]).choice(len(ds), size=limit, replace=False))
-    # flatten so that Arrow column reads (ds.data) see only the selected rows
-    return ds.select(rows).flatten_indices()
+def _subsample_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded subsample of ``limit`` of ``n`` rows (all rows without a limit)."""
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng([seed, limit]).choice(n, size=limit, replace=False))
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -100,17 +99,41 @@ def load_splits(cfg: RunConfig):
     ``data.split_seed``, so every run seed and every algorithm sees the same ones); ``data.max_train``
     then subsamples what is left.
     """
+    from datasets import DatasetDict
+
     task = tasks.get(cfg.task)
     d = cfg.data
-    dsd = task.load(cfg.dataset, split_seed=d.split_seed, test_fraction=d.test_fraction)
-    val_rows = task.validation_rows(dsd["train"], d.val_fraction, d.split_seed, d.max_val)
-    rest = np.setdiff1d(np.arange(len(dsd["train"])), val_rows)
-    dsd["validation"] = dsd["train"].select(val_rows).flatten_indices()
-    if len(val_rows):
-        dsd["train"] = dsd["train"].select(rest).flatten_indices()
-    dsd["train"] = _subsample(dsd["train"], d.max_train, d.split_seed)
-    dsd["test"] = _subsample(dsd["test"], d.max_test, d.split_seed + 1)
+    full = task.load(cfg.dataset, split_seed=d.split_seed, test_fraction=d.test_fraction)
+    rows = split_rows(task, full, d)
+    dsd = DatasetDict({name: full[source] if len(rows[name]) == len(full[source])
+                       # flatten so that Arrow column reads (ds.data) see only the selected rows
+                       else full[source].select(rows[name]).flatten_indices()
+                       for name, source in (("train", "train"), ("validation", "train"), ("test", "test"))})
+    if cfg.dataset not in task.packaged:  # a user's data: state what the run leaves out
+        _state_subsample(cfg, full, dsd)
     return task, dsd
+
+
+def split_rows(task: Any, full: Any, d: Any) -> dict[str, np.ndarray]:
+    """Positions, in the loaded ``full["train"]`` / ``full["test"]``, of a run's train, validation and
+    test rows: validation held out of the whole train split, then ``data.max_train`` / ``max_test``."""
+    n_train, n_test = len(full["train"]), len(full["test"])
+    val = task.validation_rows(full["train"], d.val_fraction, d.split_seed, d.max_val)
+    rest = np.setdiff1d(np.arange(n_train, dtype=np.int64), val)
+    return {"train": rest[_subsample_rows(len(rest), d.max_train, d.split_seed)], "validation": val,
+            "test": _subsample_rows(n_test, d.max_test, d.split_seed + 1)}
+
+
+def _state_subsample(cfg: RunConfig, full: Any, dsd: Any) -> None:
+    """Warn (stderr) when a user's file is cut by ``data.max_train`` / ``max_test`` (presets set them)."""
+    d, n_val = cfg.data, len(dsd["validation"])
+    kept = len(dsd["train"]) + n_val, len(dsd["test"])
+    if kept == (len(full["train"]), len(full["test"])):
+        return
+    log.warning("%s: using %d of %d train rows (%d of them held out for validation) and %d of %d test rows "
+                "(data.max_train=%s, data.max_test=%s%s); --set data.max_train=null --set data.max_test=null "
+                "uses all", cfg.dataset, kept[0], len(full["train"]), n_val, kept[1], len(full["test"]),
+                d.max_train, d.max_test, f" from --preset {cfg.preset}" if cfg.preset else "")
 
 
 def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
@@ -119,6 +142,8 @@ def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
                           **cfg.partition.params)
     needs = set(getattr(p, "requires", ()))
     train_ds, test_ds = dsd["train"], dsd["test"]
+    if cfg.partition.method == "fednlp":  # a FedNLP partition file: rows matched by data-file id (fednlp_file.py)
+        return p.for_dataset(cfg.dataset, task.file_ids(train_ds), task.file_ids(test_ds), len(train_ds), len(test_ds))
     kwargs: dict[str, Any] = {
         "train_labels": task.label_for_partition(train_ds),
         "test_labels": task.label_for_partition(test_ds),
@@ -127,7 +152,8 @@ def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
         kwargs["train_groups"] = task.groups_for_partition(train_ds)
         kwargs["test_groups"] = task.groups_for_partition(test_ds)
         if kwargs["train_groups"] is None:
-            raise ConfigError(f"partition 'natural' needs a group column; dataset '{cfg.dataset}' has none")
+            raise ConfigError(f"partition 'natural' needs a group column; dataset '{cfg.dataset}' has none "
+                              f"(add a 'group' column/key to every row, or choose another partition method)")
     if "features" in needs:
         from fednlp_bench.partitioners.embeddings import sentence_embeddings
 

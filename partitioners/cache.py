@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,14 +52,14 @@ def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 
 def save_partition(path: str | os.PathLike, partition: Partition) -> None:
-    """Write ``partition`` to ``path`` (.npz) atomically: temp file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``partition`` to ``path`` (.npz) atomically (temp file + os.replace), mode 0644 like records."""
+    from fednlp_bench.io_utils import atomic_write
+
     train, train_off = _pack(partition.train)
     test, test_off = _pack(partition.test)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(
                 f,
                 train=train,
@@ -70,11 +69,8 @@ def save_partition(path: str | os.PathLike, partition: Partition) -> None:
                 has_test=np.array(bool(partition.test)),
                 spec=np.array(json.dumps(partition.spec, sort_keys=True)),
             )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def load_partition(path: str | os.PathLike) -> Partition:

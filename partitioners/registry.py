@@ -29,6 +29,7 @@ PARTITIONERS.add("quantity", "fednlp_bench.partitioners.quantity:Quantity")
 PARTITIONERS.add("shard", "fednlp_bench.partitioners.shard:Shard")
 PARTITIONERS.add("natural", "fednlp_bench.partitioners.natural:Natural")
 PARTITIONERS.add("feature_cluster", "fednlp_bench.partitioners.feature_cluster:FeatureCluster")
+PARTITIONERS.add("fednlp", "fednlp_bench.partitioners.fednlp_file:FedNLPFile")
 
 
 def available() -> list[str]:

@@ -50,6 +50,7 @@ def cached_dataset_dict(key: str, build: Callable[[], "Any"]):
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         dsd.save_to_disk(str(tmp))
+        _share(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process won the race: use its copy
@@ -58,6 +59,21 @@ def cached_dataset_dict(key: str, build: Callable[[], "Any"]):
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return load_from_disk(str(final))
+
+
+#: suffixes of FedNLP data files (``*_data.h5``)
+FEDNLP_SUFFIXES = (".h5", ".hdf5")
+
+
+def looks_like_path(dataset: str) -> bool:
+    """Whether a dataset name that is neither packaged nor ``hf:`` was meant as a local path."""
+    return any(sep in dataset for sep in ("/", "\\")) or dataset.startswith(("~", ".")) or Path(dataset).suffix != ""
+
+
+def _share(directory: Path) -> None:
+    """Caches are shared like records: directories 0755, files 0644 (mkdtemp makes 0700)."""
+    for sub in [directory, *directory.rglob("*")]:
+        os.chmod(sub, 0o755 if sub.is_dir() else 0o644)
 
 
 class TaskAdapter(ABC):
@@ -82,20 +98,30 @@ class TaskAdapter(ABC):
     def load(self, dataset: str, split_seed: int = 0, test_fraction: float = 0.2):
         """Return a ``DatasetDict{train,test}`` with the task's canonical columns.
 
-        ``dataset`` is tried as a packaged name, then a local file or directory,
-        then a hub dataset (``hf:<id>[:<config>]``, an alias or ``owner/name``).
+        ``dataset`` is a packaged name, a hub dataset (``hf:<id>[:<config>]`` or an alias),
+        or a local file or directory; a FedNLP ``.h5`` data file is read by
+        :mod:`tasks.fednlp_data`. A path that does not exist is an error, never a hub id:
+        ``bad/x.csv`` would otherwise be retried against the hub for half a minute.
         """
-        path = Path(dataset).expanduser()
         if dataset in self.packaged:
             return self._load_packaged(dataset, split_seed, test_fraction)
-        if path.exists():
-            return self._load_files(path, split_seed, test_fraction)
-        if dataset.startswith("hf:") or dataset in self.hub_aliases or "/" in dataset:
+        if dataset.startswith("hf:") or dataset in self.hub_aliases:
             return self._load_hub(dataset, split_seed, test_fraction)
+        path = Path(dataset).expanduser()
+        if path.exists():
+            if path.is_file() and path.suffix in FEDNLP_SUFFIXES:
+                from fednlp_bench.tasks.fednlp_data import load_fednlp_h5
+
+                return load_fednlp_h5(self.name, path)
+            return self._load_files(path, split_seed, test_fraction)
+        if looks_like_path(dataset):
+            from fednlp_bench.tasks.user_files import missing_path
+
+            raise missing_path(dataset, self.dataset_kind)
         raise DatasetError(
             f"unknown {self.dataset_kind} dataset '{dataset}': use one of {', '.join(sorted(self.packaged))} "
-            f"({self.packaged_note}), {self.files_note}, or hf:<hub id> / {', '.join(self.hub_aliases)} "
-            f"(needs internet)"
+            f"({self.packaged_note}), {self.files_note}, a FedNLP .h5 data file, or hf:<hub id> / "
+            f"{', '.join(self.hub_aliases)} (needs internet)"
         )
 
     @abstractmethod
@@ -129,10 +155,20 @@ class TaskAdapter(ABC):
         """The label a label-skew partitioner sees, one per row."""
 
     def groups_for_partition(self, ds) -> np.ndarray | None:
-        """The natural client id per row (movie, agency, outlet...), if the dataset has one."""
-        if "group" in ds.column_names:
-            return np.asarray(ds.data.column("group").to_numpy(zero_copy_only=False))
-        return None
+        """The natural client id per row (movie, agency, outlet...), or None if the dataset has none
+        (no ``group`` column, or one that is null on every row: a file without groups)."""
+        if "group" not in ds.column_names:
+            return None
+        col = ds.data.column("group")
+        if len(ds) and col.null_count == len(ds):
+            return None
+        return np.asarray(col.to_numpy(zero_copy_only=False))
+
+    def file_ids(self, ds) -> np.ndarray | None:
+        """The data-file id of every row (``X/<id>`` of a FedNLP data file), or None for other data."""
+        if "file_id" not in ds.column_names:
+            return None
+        return ds.data.column("file_id").to_numpy().astype(np.int64)
 
     def texts_for_embedding(self, ds) -> list[str]:
         """Texts used by the feature-cluster partitioner."""

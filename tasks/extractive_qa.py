@@ -6,7 +6,7 @@ article, built on first use with spaCy over the headlines and cached):
 * ``news`` (default) - BBC News and NewsArticles, ~3.3k questions; group =
   BBC topic or outlet (14 natural clients).
 * ``bbc`` / ``newsarticles`` - one corpus.
-* a SQuAD v1.1 JSON file (``{"data": [{"title", "paragraphs": [{"context",
+* a UTF-8 SQuAD v1.1 JSON file (``{"data": [{"title", "paragraphs": [{"context",
   "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}``;
   group = title; unanswerable v2 questions are skipped) or a directory with
   ``train.json`` and ``test.json`` (or ``dev.json``).
@@ -38,6 +38,7 @@ from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_di
 from fednlp_bench.tasks.splits import split_rows
 from fednlp_bench.tasks.squad_metric import squad_scores
 from fednlp_bench.tasks.text_arrays import ragged_str
+from fednlp_bench.tasks.user_files import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -171,37 +172,72 @@ class ExtractiveQA(TaskAdapter):
 
 # --------------------------------------------------------------------------- readers
 def read_squad(path: Path) -> list[dict]:
-    """Answerable questions of a SQuAD-format JSON file (answer spans checked against the context)."""
+    """Answerable questions of a UTF-8 SQuAD-format JSON file (answer spans checked against the context).
+
+    Structural problems (a paragraph without ``context``, a question without text, an
+    ``answer_start`` that is not an integer) name the file and the place, e.g.
+    ``data[0].paragraphs[2].qas[1]``; answers whose span does not match are dropped with a warning.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DatasetError(f"{path}: expected SQuAD JSON with a top-level 'data' list")
     rows, bad = [], 0
     for a_i, article in enumerate(data["data"]):
-        title = str(article.get("title", f"article{a_i}"))
-        for paragraph in article.get("paragraphs", []):
-            context = paragraph["context"]
-            for qa in paragraph.get("qas", []):
+        where = f"data[{a_i}]"
+        title = str(_squad_get(article, "title", dict, path, where, f"article{a_i}"))
+        for p_i, paragraph in enumerate(_squad_get(article, "paragraphs", list, path, where, [])):
+            p_where = f"{where}.paragraphs[{p_i}]"
+            context = _squad_text(paragraph, "context", path, p_where)
+            for q_i, qa in enumerate(_squad_get(paragraph, "qas", list, path, p_where, [])):
+                q_where = f"{p_where}.qas[{q_i}]"
+                question = _squad_text(qa, "question", path, q_where)
                 starts, texts = [], []
-                for ans in qa.get("answers", []):
-                    s, t = int(ans["answer_start"]), ans["text"]
+                for n_i, ans in enumerate(_squad_get(qa, "answers", list, path, q_where, [])):
+                    s, t = _squad_answer(ans, path, f"{q_where}.answers[{n_i}]")
                     if context[s : s + len(t)] == t:
                         starts.append(s)
                         texts.append(t)
                     else:
                         bad += 1
                 if starts:
-                    rows.append({"id": str(qa.get("id", len(rows))), "question": qa["question"], "context": context,
+                    rows.append({"id": str(qa.get("id", len(rows))), "question": question, "context": context,
                                  "answer_starts": starts, "answer_texts": texts,
-                                 "label": question_word(qa["question"]), "group": title})
+                                 "label": question_word(question), "group": title})
     if bad:
         log.warning("%s: %d answers do not match their context span and were dropped", path, bad)
     if not rows:
         raise DatasetError(f"{path}: no answerable questions")
     return rows
+
+
+def _squad_get(obj, key: str, kind: type, path: Path, where: str, default):
+    """``obj[key]`` of a SQuAD node, checked to be a JSON object and ``kind``."""
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{path}: {where} must be a JSON object, got {type(obj).__name__}")
+    value = obj.get(key, default)
+    if kind is dict:  # titles: any scalar
+        return value
+    if not isinstance(value, kind):
+        raise DatasetError(f"{path}: {where}.{key} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _squad_text(obj, key: str, path: Path, where: str) -> str:
+    value = _squad_get(obj, key, dict, path, where, None)
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{path}: {where} needs a non-empty string '{key}', got {value!r:.40}")
+    return value
+
+
+def _squad_answer(ans, path: Path, where: str) -> tuple[int, str]:
+    text = _squad_text(ans, "text", path, where)
+    start = _squad_get(ans, "answer_start", dict, path, where, None)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise DatasetError(f"{path}: {where}.answer_start must be a non-negative integer, got {start!r:.40}")
+    return start, text
 
 
 def _hub_rows(split, hub_id: str) -> list[dict]:

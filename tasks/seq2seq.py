@@ -21,7 +21,6 @@ stemmer; primary ``rougeL``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better w
                         category=FutureWarning)
 from fednlp_bench.tasks.splits import split_rows
 from fednlp_bench.tasks.text_arrays import ragged_str, strings_to_ragged
+from fednlp_bench.tasks.user_files import iter_jsonl, optional_groups, text_cell
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,10 @@ class Seq2Seq(TaskAdapter):
 
     # --- partition views ---------------------------------------------------------
     def label_for_partition(self, ds) -> np.ndarray:
-        """No class label in generation: label skew uses the natural group (outlet/topic)."""
-        return np.asarray(ds.data.column("group").to_numpy(zero_copy_only=False))
+        """No class label in generation: label skew uses the natural group (outlet/topic);
+        data without groups is one class, ``all``."""
+        groups = self.groups_for_partition(ds)
+        return np.full(len(ds), "all", dtype=object) if groups is None else groups
 
     def texts_for_embedding(self, ds) -> list[str]:
         return ds.data.column("source").to_pylist()
@@ -209,31 +211,23 @@ def _dataset(sources, targets, groups):
 
     if not sources:
         raise DatasetError("seq2seq dataset has no (source, target) pairs")
-    groups = groups if groups is not None else ["all"] * len(sources)
+    groups = groups if groups is not None else [None] * len(sources)  # no groups: `natural` refuses
     features = Features({"source": Value("string"), "target": Value("string"), "group": Value("string")})
     return Dataset.from_dict({"source": list(sources), "target": list(targets), "group": list(groups)},
                              features=features)
 
 
 def read_jsonl_pairs(path: Path) -> tuple[list[str], list[str], list[str] | None]:
-    """``(sources, targets, groups)`` from a JSONL file with ``source`` and ``target`` keys."""
+    """``(sources, targets, groups)`` from a UTF-8 JSONL file with ``source`` and ``target`` keys.
+
+    Both are required and non-empty on every line; ``group`` is optional, but once any line
+    has one every line needs one (errors name the file and line).
+    """
     if path.suffix not in (".jsonl", ".json"):
-        raise DatasetError(f"seq2seq file '{path}' must be .jsonl, got '{path.suffix}'")
-    sources, targets, groups = [], [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "source" not in row or "target" not in row:
-                raise DatasetError(f"{path}:{n}: needs 'source' and 'target' keys")
-            sources.append(str(row["source"]))
-            targets.append(str(row["target"]))
-            groups.append(str(row["group"]) if "group" in row else None)
-    if not sources:
+        raise DatasetError(f"seq2seq file '{path}' must be .jsonl (or a FedNLP .h5 data file), got '{path.suffix}'")
+    rows = list(iter_jsonl(path))
+    if not rows:
         raise DatasetError(f"seq2seq file '{path}' has no rows")
-    has_groups = all(g is not None for g in groups)
-    return sources, targets, (groups if has_groups else None)
+    sources = [text_cell(row, "source", path, line) for line, row in rows]
+    targets = [text_cell(row, "target", path, line) for line, row in rows]
+    return sources, targets, optional_groups(rows, path)

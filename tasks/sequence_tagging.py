@@ -35,6 +35,7 @@ from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.tasks import ner_silver, news_corpora
 from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
 from fednlp_bench.tasks.splits import split_rows
+from fednlp_bench.tasks.user_files import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -128,26 +129,27 @@ def read_conll(path: Path) -> tuple[list[list[str]], list[list[str]], list[str]]
             cur_w.clear()
             cur_t.clear()
 
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                flush()
-                continue
-            if parts[0] == "-DOCSTART-":
-                flush()
-                doc += 1
-                continue
-            if len(parts) < 2:
-                raise DatasetError(f"{path}:{n}: expected 'token ... tag', got {line.strip()!r}")
-            tag = parts[-1]
-            if tag != "O" and not (tag[:2] in ("B-", "I-", "E-", "S-") and len(tag) > 2):
-                raise DatasetError(f"{path}:{n}: tag {tag!r} is not O or B-/I-/E-/S-<TYPE>")
-            cur_w.append(parts[0])
-            cur_t.append(tag)
+    for n, line in enumerate(read_utf8(path).split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            flush()
+            continue
+        if parts[0] == "-DOCSTART-":
+            flush()
+            doc += 1
+            continue
+        if len(parts) < 2:
+            raise DatasetError(f"{path}:{n}: expected 'token ... tag', got {line.strip()!r}")
+        tag = parts[-1]
+        if tag != "O" and not (tag[:2] in ("B-", "I-", "E-", "S-") and len(tag) > 2):
+            raise DatasetError(f"{path}:{n}: tag {tag!r} is not O or B-/I-/E-/S-<TYPE>")
+        cur_w.append(parts[0])
+        cur_t.append(tag)
     flush()
     if not words:
         raise DatasetError(f"CoNLL file '{path}' has no sentences")
+    if all(t == "O" for row in tags for t in row):
+        raise DatasetError(f"CoNLL file '{path}': every tag is O; tagging needs entity tags (B-/I-/E-/S-<TYPE>)")
     return words, tags, docs
 
 

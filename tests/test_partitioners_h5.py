@@ -72,5 +72,106 @@ def test_read_errors(tmp_path) -> None:
     write_partition_h5(path, "uniform", partitioners.make("uniform", 2, 0).split_train_test(train_rows=10, test_rows=4))
     with pytest.raises(PartitionError, match="no partition 'nope'; file holds: uniform"):
         read_partition_h5(path, "nope")
-    with pytest.raises(PartitionError, match=r"train index \d+ is not among the 5 train ids"):
+    with pytest.raises(PartitionError, match=r"train id \d+ is not one of the data's 5 train ids \(0..4\)"):
         read_partition_h5(path, "uniform", train_ids=np.arange(5), test_ids=np.arange(10, 14))
+
+
+@pytest.mark.parametrize("alpha, key", [
+    (0.05, "niid_label_clients=7_alpha=0.05"), (0.01, "niid_label_clients=7_alpha=0.01"),
+    (0.1, "niid_label_clients=7_alpha=0.1"), (1, "niid_label_clients=7_alpha=1.0"),
+    (0.5, "niid_label_clients=7_alpha=0.5"), (100.0, "niid_label_clients=7_alpha=100.0"),
+    (1e-4, "niid_label_clients=7_alpha=0.0001"),
+])
+def test_method_key_is_fednlp_exact_and_never_rounds(alpha, key) -> None:
+    # FedNLP formats "%.1f"; where that is exact the key is FedNLP's own, otherwise nothing is rounded
+    assert method_key({"name": "dirichlet_label", "n_clients": 7, "params": {"alpha": alpha}}) == key
+    assert method_key({"name": "quantity", "n_clients": 7, "params": {"beta": alpha, "min_size": 1}}) == \
+        key.replace("niid_label", "niid_quantity").replace("alpha", "beta")
+
+
+def test_nearby_alphas_do_not_overwrite_each_other(tmp_path) -> None:
+    path = tmp_path / "p.h5"
+    labels = np.arange(60) % 3
+    parts = {a: partitioners.make("dirichlet_label", 4, 0, alpha=a).split_train_test(labels, labels[:12])
+             for a in (0.05, 0.1, 0.01)}
+    for part in parts.values():
+        assert write_partition_h5(path, method_key(part.spec), part) is False  # a new key each time
+    with h5py.File(path, "r") as f:
+        assert sorted(f) == ["niid_label_clients=4_alpha=0.01", "niid_label_clients=4_alpha=0.05",
+                             "niid_label_clients=4_alpha=0.1"]
+        assert f["niid_label_clients=4_alpha=0.05"]["alpha"][()] == 0.05
+    for a, part in parts.items():
+        assert same(read_partition_h5(path, method_key(part.spec)).train, part.train)
+
+
+def _raw_partition(path, clients, n_clients=None, key="k", test=None) -> None:
+    """A partition file written with h5py alone: ``clients`` = list of train id lists."""
+    with h5py.File(path, "w") as f:
+        if n_clients is not False:
+            f[f"{key}/n_clients"] = len(clients) if n_clients is None else n_clients
+        for c, ids in enumerate(clients):
+            f[f"{key}/partition_data/{c}/train"] = np.asarray(ids)
+            if test is not None:
+                f[f"{key}/partition_data/{c}/test"] = np.asarray(test[c])
+
+
+@pytest.mark.parametrize("clients, kwargs, message", [
+    ([[0, 1, 2], [2, 3]], {}, r"train id 2 is in client 0 and client 1; every row belongs to exactly one client"),
+    ([[0, -1], [1]], {}, r"train id -1 is negative"),
+    ([[0, 1], [2, 9]], {}, r"train id 9 is not one of the data's 4 train ids \(0..3\)"),
+    ([[0, 1], [2]], {"n_clients": 3}, r"client group partition_data/2 is missing \(1 of n_clients=3 missing"),
+    ([[0], [1], [2]], {"n_clients": 2}, r"partition_data/2 is not a client of n_clients=2 \(allowed: 0..1\)"),
+    ([[0, 1], [2]], {"n_clients": False}, r"needs an integer n_clients"),
+    ([[0.0, 1.5], [2.0]], {}, r"must hold integer ids, got 1.5"),
+    ([[0, 1], [3]], {}, r"train id 3 is not one of the data's 3 train ids"),
+    ([[0, 1], [2]], {"test": [[3], [2]]}, r"id 2 is both a train and a test id"),
+])
+def test_invalid_partition_files_give_one_line(tmp_path, clients, kwargs, message) -> None:
+    path = tmp_path / "p.h5"
+    _raw_partition(path, clients, **kwargs)
+    with pytest.raises(PartitionError, match=message) as info:
+        read_partition_h5(path, "k")
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_cover_is_checked_against_given_ids(tmp_path) -> None:
+    path = tmp_path / "p.h5"
+    _raw_partition(path, [[10, 12], [14]])
+    part = read_partition_h5(path, "k", train_ids=np.array([14, 12, 10]), test_ids=np.zeros(0, np.int64))
+    assert [p.tolist() for p in part.train] == [[1, 2], [0]]
+    with pytest.raises(PartitionError, match=r"1 of the data's 4 train ids are in no client \(first: 16\)"):
+        read_partition_h5(path, "k", train_ids=np.array([10, 12, 14, 16]))
+
+
+def test_empty_float_clients_as_fednlp_writes_them(tmp_path) -> None:
+    path = tmp_path / "p.h5"
+    with h5py.File(path, "w") as f:
+        f["k/n_clients"] = 2
+        f["k/partition_data/0/train/"] = [0, 1, 2]
+        f["k/partition_data/1/train/"] = []  # h5py stores [] as float64
+    assert [p.tolist() for p in read_partition_h5(path, "k").train] == [[0, 1, 2], []]
+
+
+def test_not_a_partition_file(tmp_path) -> None:
+    bad = tmp_path / "x.h5"
+    bad.write_text("not hdf5")
+    with pytest.raises(PartitionError, match="not a readable HDF5 partition file"):
+        read_partition_h5(bad, "k")
+    with pytest.raises(PartitionError, match="does not exist"):
+        read_partition_h5(tmp_path / "missing.h5", "k")
+
+
+def test_written_files_are_0644_and_replace_atomically(tmp_path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "p.h5"
+    part = partitioners.make("uniform", 2, 0).split_train_test(train_rows=10, test_rows=4)
+    assert write_partition_h5(path, "uniform", part) is False
+    assert write_partition_h5(path, "uniform", part) is True  # replaced
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["p.h5"]  # no temporary file left behind
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(PartitionError, match="exists but is not an HDF5 file"):
+        write_partition_h5(tmp_path / "text.h5", "uniform", part)
+    assert (tmp_path / "text.h5").read_text() == "not hdf5"
