@@ -37,6 +37,8 @@ class FedNLPFileParams:
 
     def __post_init__(self) -> None:
         for name in ("file", "key"):
+            if getattr(self, name) is None:  # `--set partition.key=` parses as null
+                object.__setattr__(self, name, "")
             if not isinstance(getattr(self, name), str):
                 raise PartitionError(f"fednlp: partition.{name}={getattr(self, name)!r} must be a string")
         if not self.file:

@@ -38,7 +38,7 @@ from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_di
 from fednlp_bench.tasks.splits import split_rows
 from fednlp_bench.tasks.squad_metric import squad_scores
 from fednlp_bench.tasks.text_arrays import ragged_str
-from fednlp_bench.tasks.user_files import read_utf8
+from fednlp_bench.tasks.user_files import need_rows, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,9 @@ class ExtractiveQA(TaskAdapter):
             if not train_f.exists() or test_f is None:
                 raise DatasetError(f"SQuAD directory '{path}' needs train.json and test.json (or dev.json)")
             return self._split(read_squad(train_f), split_seed, test_fraction, test=read_squad(test_f))
-        return self._split(read_squad(path), split_seed, test_fraction)
+        rows = read_squad(path)
+        need_rows(len(rows), path)
+        return self._split(rows, split_seed, test_fraction)
 
     def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
         hub_id, raw = self._hub_dataset(dataset)

@@ -38,7 +38,7 @@ warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better w
                         category=FutureWarning)
 from fednlp_bench.tasks.splits import split_rows
 from fednlp_bench.tasks.text_arrays import ragged_str, strings_to_ragged
-from fednlp_bench.tasks.user_files import iter_jsonl, optional_groups, text_cell
+from fednlp_bench.tasks.user_files import iter_jsonl, need_rows, optional_groups, text_cell
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class Seq2Seq(TaskAdapter):
             if not train_f.exists() or not test_f.exists():
                 raise DatasetError(f"seq2seq directory '{path}' needs train.jsonl and test.jsonl")
             return self._split(*read_jsonl_pairs(train_f), split_seed, test_fraction, test=read_jsonl_pairs(test_f))
-        return self._split(*read_jsonl_pairs(path), split_seed, test_fraction)
+        pairs = read_jsonl_pairs(path)
+        need_rows(len(pairs[0]), path)
+        return self._split(*pairs, split_seed, test_fraction)
 
     def _load_hub(self, dataset: str, split_seed: int, test_fraction: float):
         src, tgt = HUB_ALIASES[dataset][2:] if dataset in HUB_ALIASES else ("source", "target")

@@ -35,7 +35,7 @@ from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.tasks import ner_silver, news_corpora
 from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
 from fednlp_bench.tasks.splits import split_rows
-from fednlp_bench.tasks.user_files import read_utf8
+from fednlp_bench.tasks.user_files import need_rows, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ class SequenceTagging(TaskAdapter):
             names = _tag_order([t for row in tr[1] + te[1] for t in row])
             return DatasetDict(train=self._dataset(*tr, tr[2], names), test=self._dataset(*te, te[2], names))
         words, tags, docs = read_conll(path)
+        need_rows(len(words), path)
         names = _tag_order([t for row in tags for t in row])
         ds = self._dataset(words, tags, docs, docs, names)
         train, test = split_rows(len(ds), split_seed, test_fraction, docs if len(set(docs)) > 4 else None)

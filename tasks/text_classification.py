@@ -29,7 +29,15 @@ import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
-from fednlp_bench.tasks.user_files import iter_jsonl, label_cell, need_classes, optional_groups, read_csv_rows, text_cell
+from fednlp_bench.tasks.user_files import (
+    iter_jsonl,
+    label_cell,
+    need_classes,
+    need_rows,
+    optional_groups,
+    read_csv_rows,
+    text_cell,
+)
 
 HUB_ALIASES = {
     "20news": ("SetFit/20_newsgroups", None),
@@ -174,6 +182,7 @@ class TextClassification(TaskAdapter):
             need_classes(tr[1], found["train"][0])
             return self._split(*tr, split_seed, test_fraction, test=te)
         texts, labels, groups = read_labelled_file(path)
+        need_rows(len(texts), path)
         need_classes(labels, path)
         return self._split(texts, labels, groups, split_seed, test_fraction)
 

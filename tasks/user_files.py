@@ -56,8 +56,9 @@ def read_csv_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     a row with more cells than the header is an error.
     """
     text = read_utf8(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # an unclosed quote is an error, not a cell
     rows: list[tuple[int, dict[str, Any]]] = []
+    start = 1
     with _CellLimit():
         try:
             header = next(reader, None)
@@ -75,7 +76,7 @@ def read_csv_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 start = reader.line_num + 1
         except csv.Error as exc:
             limit = f" (cells may hold up to {MAX_CELL_CHARS:,} characters)" if "field larger" in str(exc) else ""
-            raise DatasetError(f"{path}:{reader.line_num}: not valid CSV ({exc}){limit}") from None
+            raise DatasetError(f"{path}:{start}: not valid CSV ({exc}){limit}") from None
     return rows
 
 
@@ -130,6 +131,13 @@ def need_classes(labels: list[str], path: Path | str, what: str = "label") -> No
         raise DatasetError(
             f"{path}: every row has {what} {only!r}; classification needs at least 2 classes"
         )
+
+
+def need_rows(n: int, path: Path) -> None:
+    """A single file is split into train and test, so it needs at least two rows."""
+    if n < 2:
+        raise DatasetError(f"{path}: {n} row(s); a single data file needs at least 2 (split into train and test "
+                           f"by data.test_fraction), or give a directory with train and test files")
 
 
 def missing_path(dataset: str, kind: str) -> DatasetError:

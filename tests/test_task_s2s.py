@@ -46,9 +46,12 @@ def test_jsonl_loader_and_errors(tmp_path):
     for split in ("train", "test"):
         (tmp_path / "d" / f"{split}.jsonl").write_text(json.dumps({"source": "s", "target": "t"}) + "\n")
     dd = S2S.load(str(tmp_path / "d"))
-    assert dd["train"][0] == {"source": "s", "target": "t", "group": "all"}
+    # no groups: null, so `natural` refuses; label skew sees one class
+    assert dd["train"][0] == {"source": "s", "target": "t", "group": None}
+    assert S2S.groups_for_partition(dd["train"]) is None
+    assert S2S.label_for_partition(dd["train"]).tolist() == ["all"]
     (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
-    with pytest.raises(tasks.DatasetError, match="bad.jsonl:1: needs 'source' and 'target'"):
+    with pytest.raises(tasks.DatasetError, match="bad.jsonl:1: missing 'source'; every row needs 'source'"):
         S2S.load(str(tmp_path / "bad.jsonl"))
 
 
