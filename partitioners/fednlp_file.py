@@ -68,20 +68,21 @@ class FedNLPFile(Partitioner):
 
     def __init__(self, n_clients: int | None, seed: int = 0, **params: Any) -> None:
         super().__init__(n_clients, seed, **params)
+        self.path = str(Path(self.params.file).expanduser())
         if not self.params.key:
             from fednlp_bench.partitioners.fednlp_h5 import _open, list_keys
 
-            with _open(self.params.file) as f:
+            with _open(self.path) as f:
                 keys = ", ".join(list_keys(f)) or "none"
             raise PartitionError(f"fednlp: set partition.key=KEY; {self.params.file} holds: {keys}")
-        self.stored: StoredPartition = read_stored(self.params.file, self.params.key)
+        self.stored: StoredPartition = read_stored(self.path, self.params.key)
         if self.n_clients not in (0, self.stored.n_clients):
             raise PartitionError(
                 f"fednlp: partition.n_clients={self.n_clients} but {self.params.key!r} in {self.params.file} "
                 f"holds {self.stored.n_clients} clients; pass partition.n_clients=0 (as many as the file holds)"
             )
         self.n_clients = self.stored.n_clients
-        self.sha256 = _sha256(self.params.file)
+        self.sha256 = _sha256(self.path)
 
     def spec(self) -> dict[str, Any]:
         """The base spec, its params extended by what the file states: method, alpha/beta, sha256."""
@@ -100,7 +101,7 @@ class FedNLPFile(Partitioner):
             return self._by_position(n_train, n_test)
         from fednlp_bench.tasks.fednlp_data import open_h5, read_attributes, split_ids
 
-        path = Path(dataset)
+        path = Path(dataset).expanduser()
         with open_h5(path) as f:
             full_train, full_test = split_ids(read_attributes(f, path), path)
         where = f"{self.params.file} [{self.params.key}] with {dataset}"

@@ -39,6 +39,10 @@ def available() -> list[str]:
 
 def get(name: str) -> type[Partitioner]:
     """The partitioner class registered as ``name``."""
+    text = str(name)
+    if text not in PARTITIONERS.names() and (text.endswith((".h5", ".hdf5")) or "_clients=" in text):
+        raise PartitionError(f"unknown partition method {text!r}; a FedNLP partition file is --partition fednlp "
+                             f"--set partition.file=FILE --set partition.key=KEY (e.g. niid_label_clients=100_alpha=1.0)")
     return PARTITIONERS.get(name)
 
 

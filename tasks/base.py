@@ -137,7 +137,7 @@ class TaskAdapter(ABC):
         """A Hugging Face hub dataset (needs internet); see :meth:`_hub_dataset`."""
 
     def _hub_dataset(self, dataset: str) -> tuple[str, Any]:
-        """``(hub id, raw DatasetDict)`` of a hub alias, ``hf:<id>[:<config>]`` or ``owner/name``."""
+        """``(hub id, raw DatasetDict)`` of a hub alias or ``hf:<id>[:<config>]``."""
         from datasets import load_dataset
 
         alias = self.hub_aliases.get(dataset)

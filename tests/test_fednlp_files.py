@@ -155,11 +155,19 @@ def test_export_writes_fednlp_layout_and_replays(tmp_path, capsys) -> None:
         sizes = [len(g["partition_data"][str(c)]["train"][()]) for c in range(3)]
     for stored in (out, data):
         assert stat.S_IMODE(os.stat(stored).st_mode) == 0o644
-    # the exported files replay the same clients, from the data file and from the CSV itself
+    # the exported files replay the same clients (same texts), from the data file and from the CSV itself
+    cfg = config.resolve("tc", None, ["partition.alpha=0.05", "partition.n_clients=3", "fl.clients_per_round=1"],
+                         dataset=str(tmp_path / "x.csv"), **{"partition.method": "dirichlet_label"})
+    task, orig_dsd = load_splits(cfg)
+    original = make_partition(cfg, task, orig_dsd)
     _, dsd, part = _partition("tc", data, out, "niid_label_clients=3_alpha=0.05")
-    assert part.sizes("train").tolist() == sizes
-    _, _, again = _partition("tc", tmp_path / "x.csv", out, "niid_label_clients=3_alpha=0.05")
-    assert again.sizes("train").tolist() == sizes
+    _, csv_dsd, again = _partition("tc", tmp_path / "x.csv", out, "niid_label_clients=3_alpha=0.05")
+    assert part.sizes("train").tolist() == again.sizes("train").tolist() == sizes
+    for c in range(3):
+        want = sorted(orig_dsd["train"].select(original.train[c])["text"])
+        assert sorted(dsd["train"].select(part.train[c])["text"]) == want
+        assert sorted(csv_dsd["train"].select(again.train[c])["text"]) == want
+        assert sorted(dsd["test"].select(part.test[c])["text"]) == sorted(orig_dsd["test"].select(original.test[c])["text"])
 
 
 def test_export_keeps_data_file_ids_and_refuses_subsamples(tmp_path, capsys) -> None:
@@ -203,3 +211,11 @@ def test_fednlp_files_run_end_to_end_and_the_record_names_file_and_alpha(tc_file
     expected = [[sum(labels[i] == n for i in members) for n in names] for members in _clients_in_file(pfile, key)]
     assert part["stats"]["label_counts"] == expected
     assert record["fl"]["n_train"] == 90 and record["fl"]["n_test"] == 30
+
+
+@pytest.mark.parametrize("method", ["20news_partition.h5", "niid_label_clients=10_alpha=0.5"])
+def test_partition_file_or_key_as_method_points_to_fednlp(capsys, method) -> None:
+    assert main(["run", "--task", "tc", "--partition", method, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown partition method '{method}'; a FedNLP partition file is --partition fednlp " \
+           f"--set partition.file=FILE --set partition.key=KEY" in err
