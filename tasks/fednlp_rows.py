@@ -20,12 +20,19 @@ Ids = np.ndarray
 
 
 # --------------------------------------------------------------------------- reading
+def _label(value: Any, where: str, path: Path) -> str:
+    """A class label: FedNLP stores strings; an integer label is taken as its digits."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    return as_str(value, where, path)
+
+
 def _tc(f, attrs: dict, path: Path, train: Ids, test: Ids) -> dict[str, Any]:
     from datasets import ClassLabel, Dataset, Features, Value
 
     def rows(ids: Ids) -> tuple[list[str], list[str]]:
         texts = [non_empty(as_str(entry(f, "X", i, path), f"X/{i}", path), f"X/{i}", path) for i in ids]
-        labels = [non_empty(as_str(entry(f, "Y", i, path), f"Y/{i}", path), f"Y/{i}", path).strip() for i in ids]
+        labels = [non_empty(_label(entry(f, "Y", i, path), f"Y/{i}", path), f"Y/{i}", path).strip() for i in ids]
         return texts, labels
 
     (tr_x, tr_y), (te_x, te_y) = rows(train), rows(test)
@@ -90,7 +97,10 @@ def _qa_row(f, attrs: dict, path: Path, i: int) -> dict[str, Any]:
         raise DatasetError(f"{path}: Y/{i} = ({start}, {end}) is not a span of context_X/{i} "
                            f"({len(context)} characters); need 0 <= start < end <= length")
     qid = as_str(entry(f, "question_ids", i, path), f"question_ids/{i}", path) if "question_ids" in f else str(i)
-    doc = (attrs.get("doc_index") or {}).get(str(i))
+    docs = attrs.get("doc_index") or {}
+    doc = docs.get(str(i))
+    if docs and doc is None:  # groups on some rows only would make `natural` compare None with str
+        raise DatasetError(f"{path}: attributes.doc_index has no entry for id {i}; it must cover every id or be absent")
     return {"id": qid, "question": question, "context": context, "answer_starts": [start],
             "answer_texts": [context[start:end]], "label": question_word(question),
             "group": None if doc is None else f"doc{doc}", "file_id": int(i)}

@@ -46,6 +46,16 @@ def _h5_bytes(path, raw: bytes) -> None:
             f["Y/" + str(i)] = "ab"[i % 2]
 
 
+def _qa_partial_docs(path) -> None:
+    """A FedNLP QA data file whose doc_index misses one id."""
+    fl.write_qa(path, 6, 2)
+    with h5py.File(path, "a") as f:
+        attrs = json.loads(f["attributes"][()])
+        del attrs["doc_index"]["3"]
+        del f["attributes"]
+        f["attributes"] = json.dumps(attrs)
+
+
 # (task, file name, content: str | bytes | callable(path), extra args, expected message fragments)
 BAD_FILES = [
     ("tc", "x.csv", b"text,label\nfine,a\nbad \xff byte,b\n", [], ["x.csv:3: byte 0xff is not UTF-8"]),
@@ -92,6 +102,7 @@ BAD_FILES = [
     ("qa", "x.h5", lambda p: fl.write_tc(p, 6, 2), [], ["x.h5: a FedNLP text_classification data file, not span_extraction",
                                                         "run it with --task tc"]),
     ("st", "x.h5", lambda p: fl.write_s2s(p, 6, 2), [], ["x.h5: X/0 must be a 1-D array of strings"]),
+    ("qa", "x.h5", _qa_partial_docs, [], ["x.h5: attributes.doc_index has no entry for id 3"]),
 ]
 
 
@@ -158,13 +169,25 @@ def test_long_csv_cells_and_bom_are_read(tmp_path, capsys) -> None:
     assert dsd["train"].features["label"].names == ["a", "b"]  # the BOM did not become part of 'text'
 
 
-def test_natural_uses_a_real_group_column(tmp_path, capsys) -> None:
-    rows = "".join(f"text {i},{'ab'[i % 2]},g{i % 3}\n" for i in range(30))
+def test_natural_uses_a_real_group_column_and_plots_name_it(tmp_path, capsys) -> None:
+    rows = "".join(f"text {i},{['sport', 'tech'][i % 2]},outlet-{'xyz'[i % 3]}\n" for i in range(30))
     (tmp_path / "x.csv").write_text("text,label,group\n" + rows)
     rc = main(["partition", "--task", "tc", "--dataset", str(tmp_path / "x.csv"), "--partition", "natural",
-               "--clients", "0"])
+               "--clients", "0", "--plot", str(tmp_path / "plots")])
     out = capsys.readouterr().out
     assert rc == 0 and "3 clients" in out
+    summary = json.loads((tmp_path / "plots" / "summary.json").read_text())
+    assert summary["client_names"] == ["outlet-x", "outlet-y", "outlet-z"]
+    # what the plots are drawn from: labels by name, not class codes
+    from fednlp_bench import config, tasks
+    from fednlp_bench.cli import _named_partition_view
+
+    cfg = config.resolve("tc", None, ["partition.n_clients=0", "fl.clients_per_round=1"], dataset=str(tmp_path / "x.csv"),
+                         **{"partition.method": "natural"})
+    task = tasks.get("tc")
+    train = task.load(cfg.dataset)["train"]
+    labels, names = _named_partition_view(cfg, task, train)
+    assert set(labels.tolist()) == {"sport", "tech"} and names == ["outlet-x", "outlet-y", "outlet-z"]
 
 
 def test_subsampling_a_users_file_is_stated_on_stderr(tmp_path) -> None:
