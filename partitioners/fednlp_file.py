@@ -22,25 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from fednlp_bench.partitioners.base import Partitioner
+from fednlp_bench.hparams import param
+from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.fednlp_h5 import StoredPartition, parse_key, read_stored, to_positions
 from fednlp_bench.partitioners.partition import Partition
 
 
 @dataclass(frozen=True)
-class FedNLPFileParams:
+class FedNLPFileParams(PartitionerParams):
     """``file``: a FedNLP partition file (``*_partition.h5``); ``key``: its method key."""
 
-    file: str = ""
-    key: str = ""
+    _prefix = "fednlp: "
+    file: str | None = param(None, doc="FedNLP partition file (*_partition.h5)")
+    key: str | None = param(None, doc="method key in the file, e.g. niid_label_clients=100_alpha=1.0")
 
     def __post_init__(self) -> None:
-        for name in ("file", "key"):
-            if getattr(self, name) is None:  # `--set partition.key=` parses as null
-                object.__setattr__(self, name, "")
-            if not isinstance(getattr(self, name), str):
-                raise PartitionError(f"fednlp: partition.{name}={getattr(self, name)!r} must be a string")
+        super().__post_init__()
         if not self.file:
             raise PartitionError(
                 "fednlp: set partition.file=PATH, a FedNLP partition file (e.g. 20news_partition.h5), "

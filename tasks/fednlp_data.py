@@ -153,6 +153,9 @@ def load_fednlp_h5(task: str, path: Path):
     """The ``DatasetDict{train,test}`` of a FedNLP data file for ``task`` (cached by file content)."""
     from fednlp_bench.tasks import fednlp_rows
 
+    if task not in fednlp_rows.BUILDERS:
+        raise DatasetError(f"{path}: FedNLP data files are read for the tasks {', '.join(sorted(fednlp_rows.BUILDERS))}; "
+                           f"task '{task}' has no FedNLP reader (tasks/fednlp_rows.py)")
     key = f"{task}-fednlp-{file_sha256(path)[:20]}-{_CACHE_VERSION}"
     build: Callable = fednlp_rows.BUILDERS[task]
 

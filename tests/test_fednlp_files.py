@@ -219,3 +219,13 @@ def test_partition_file_or_key_as_method_points_to_fednlp(capsys, method) -> Non
     err = capsys.readouterr().err
     assert f"unknown partition method '{method}'; a FedNLP partition file is --partition fednlp " \
            f"--set partition.file=FILE --set partition.key=KEY" in err
+
+
+def test_task_without_a_fednlp_reader_is_one_line(tmp_path) -> None:
+    from fednlp_bench.errors import DatasetError
+    from fednlp_bench.tasks.fednlp_data import load_fednlp_h5
+
+    fl.write_s2s(tmp_path / "d.h5", 4, 2)
+    with pytest.raises(DatasetError, match=r"d.h5: FedNLP data files are read for the tasks qa, s2s, st, tc; "
+                                           r"task 'lm' has no FedNLP reader"):
+        load_fednlp_h5("lm", tmp_path / "d.h5")
