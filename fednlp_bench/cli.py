@@ -163,7 +163,8 @@ def cmd_export(args) -> int:
         raise ConfigError(f"export: --key {args.key!r} must be a non-empty name without '/'")
     if args.clients is not None:
         args.overrides.append(f"partition.n_clients={args.clients}")
-    args.overrides.append("fl.clients_per_round=1")
+    # a FedNLP file holds the whole train split: runs hold out their validation rows from it later
+    args.overrides += ["fl.clients_per_round=1", "data.val_fraction=0"]
     cfg = _resolve(args)
     task, dsd = load_splits(cfg)
     _refuse_subsample_without_data(cfg, task, dsd, args.data_file)

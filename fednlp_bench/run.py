@@ -136,6 +136,17 @@ def _state_subsample(cfg: RunConfig, full: Any, dsd: Any) -> None:
                 d.max_train, d.max_test, f" from --preset {cfg.preset}" if cfg.preset else "")
 
 
+def _fednlp_partition(cfg: RunConfig, task: Any, p: Any, dsd: Any) -> partitioners.Partition:
+    """A FedNLP partition file's clients over the run's rows: by ``X/<id>`` for a FedNLP data file,
+    otherwise by position in the data as loaded (validation and subsampled rows leave their clients)."""
+    train_ids, test_ids = task.file_ids(dsd["train"]), task.file_ids(dsd["test"])
+    if train_ids is not None:
+        return p.for_dataset(cfg.dataset, train_ids, test_ids)
+    full = task.load(cfg.dataset, split_seed=cfg.data.split_seed, test_fraction=cfg.data.test_fraction)
+    rows = split_rows(task, full, cfg.data)
+    return p.for_positions(rows["train"], rows["test"], len(full["train"]), len(full["test"]))
+
+
 def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
     """Split train and test rows into clients with the configured partitioner (cached by spec)."""
     p = partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed,
@@ -143,7 +154,7 @@ def make_partition(cfg: RunConfig, task, dsd) -> partitioners.Partition:
     needs = set(getattr(p, "requires", ()))
     train_ds, test_ds = dsd["train"], dsd["test"]
     if cfg.partition.method == "fednlp":  # a FedNLP partition file: rows matched by data-file id (fednlp_file.py)
-        return p.for_dataset(cfg.dataset, task.file_ids(train_ds), task.file_ids(test_ds), len(train_ds), len(test_ds))
+        return _fednlp_partition(cfg, task, p, dsd)
     kwargs: dict[str, Any] = {
         "train_labels": task.label_for_partition(train_ds),
         "test_labels": task.label_for_partition(test_ds),

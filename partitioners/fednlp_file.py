@@ -7,10 +7,11 @@ file, its sha256, the key and the method and parameters the key and file state (
 
 Rows are matched by data-file id: with a FedNLP data file (``--dataset data.h5``) every row
 carries its ``X/<id>`` id, the file must cover the data file's train and test ids exactly
-(validated against the data file's own lists), and rows dropped by ``data.max_train`` /
-``data.max_test`` subsampling simply leave their clients. With any other data, train row ``i``
-is id ``i`` and test row ``j`` is id ``n_train + j`` (what ``fednlp-bench export`` writes), so
-the rows must be the same as when the file was written.
+(validated against the data file's own lists), and rows the run holds out for validation
+(``data.val_fraction``) or drops by ``data.max_train`` / ``data.max_test`` subsampling simply
+leave their clients. With any other data, train row ``i`` of the data as loaded is id ``i`` and
+test row ``j`` is id ``n_train + j`` (what ``fednlp-bench export`` writes), so the file must be
+written for the same rows (the same validation and subsampling rule applies).
 """
 
 from __future__ import annotations
@@ -90,20 +91,38 @@ class FedNLPFile(Partitioner):
         return spec
 
     # ------------------------------------------------------------------ rows
-    def for_dataset(
-        self, dataset: str, train_ids: np.ndarray | None, test_ids: np.ndarray | None, n_train: int, n_test: int
-    ) -> Partition:
-        """The partition over a run's rows. ``train_ids``/``test_ids``: the data-file id of every
-        row (None for data that is not a FedNLP data file: positions are the ids)."""
-        if train_ids is None or test_ids is None:
-            return self._by_position(n_train, n_test)
+    def for_dataset(self, dataset: str, train_ids: np.ndarray, test_ids: np.ndarray) -> Partition:
+        """The partition over a run's rows of a FedNLP data file: ``train_ids``/``test_ids`` are the
+        ``X/<id>`` ids of the run's rows, checked against the data file's full id lists."""
         from fednlp_bench.tasks.fednlp_data import open_h5, read_attributes, split_ids
 
         path = Path(dataset).expanduser()
         with open_h5(path) as f:
             full_train, full_test = split_ids(read_attributes(f, path), path)
-        where = f"{self.params.file} [{self.params.key}] with {dataset}"
-        to_positions(self.stored.train, full_train, "train", where)  # exact cover of the data file
+        return self.for_ids(train_ids, test_ids, full_train, full_test,
+                            f"{self.params.file} [{self.params.key}] with {dataset}")
+
+    def for_positions(self, train_rows: np.ndarray, test_rows: np.ndarray, n_train: int, n_test: int) -> Partition:
+        """The partition over a run's rows of data that is not a FedNLP data file: train row ``i`` of
+        the loaded data is id ``i``, test row ``j`` id ``n_train + j`` (what ``fednlp-bench export``
+        writes); ``train_rows``/``test_rows`` are the positions the run keeps (validation and
+        subsampled rows leave their clients)."""
+        n_train, n_test = int(n_train), int(n_test)
+        try:
+            return self.for_ids(np.asarray(train_rows), n_train + np.asarray(test_rows), np.arange(n_train),
+                                n_train + np.arange(n_test), f"{self.params.file} [{self.params.key}]")
+        except PartitionError as exc:
+            raise PartitionError(
+                f"{exc} (the data is not a FedNLP data file, so train row i is id i and test row j is id "
+                f"n_train + j of the data as loaded: the file must be written for these rows, e.g. by "
+                f"fednlp-bench export with the same dataset, data.split_seed and data.test_fraction)"
+            ) from None
+
+    def for_ids(self, train_ids: np.ndarray, test_ids: np.ndarray, full_train: np.ndarray, full_test: np.ndarray,
+                where: str) -> Partition:
+        """Check that the file covers ``full_train``/``full_test`` exactly, then each client's rows
+        among the run's ``train_ids``/``test_ids`` (ids the run does not use are dropped)."""
+        to_positions(self.stored.train, full_train, "train", where)
         train = _rows_of(self.stored.train, train_ids)
         test: list[np.ndarray] = []
         if self.stored.test is not None:
@@ -111,25 +130,12 @@ class FedNLPFile(Partitioner):
             test = _rows_of(self.stored.test, test_ids)
         return Partition(train=train, test=test, spec=self.spec())
 
-    def _by_position(self, n_train: int, n_test: int) -> Partition:
-        where = f"{self.params.file} [{self.params.key}]"
-        try:
-            train = to_positions(self.stored.train, np.arange(n_train), "train", where)
-            test = [] if self.stored.test is None else to_positions(
-                self.stored.test, n_train + np.arange(n_test), "test", where)
-        except PartitionError as exc:
-            raise PartitionError(
-                f"{exc} (the data is not a FedNLP data file, so train row i is id i and test row j is id "
-                f"n_train + j: use the rows the file was written for, without data.max_train/max_test subsampling)"
-            ) from None
-        return Partition(train=train, test=test, spec=self.spec())
-
     def split_train_test(self, train_labels: Any = None, test_labels: Any = None, *,
                          train_rows: int | None = None, test_rows: int | None = None, **_: Any) -> Partition:
         """The file's partition over rows by position (see :meth:`for_dataset` for FedNLP data files)."""
         n_train = len(train_labels) if train_labels is not None else int(train_rows or 0)
         n_test = len(test_labels) if test_labels is not None else int(test_rows or 0)
-        return self._by_position(n_train, n_test)
+        return self.for_positions(np.arange(n_train), np.arange(n_test), n_train, n_test)
 
     def split(self, labels: Any = None, groups: Any = None, features: Any = None, n_rows: int | None = None):
         return self.split_train_test(labels, train_rows=n_rows).train

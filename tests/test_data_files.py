@@ -199,9 +199,11 @@ def test_subsampling_a_users_file_is_stated_on_stderr(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "fednlp_bench", "partition", "--task", "tc", "--preset", "smoke",
                            "--dataset", str(tmp_path / "x.csv")], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    # 300 rows -> 240 train / 60 test; smoke keeps 200 train (max_test=100 keeps all 60)
-    assert "x.csv: using 200 of 240 train and 60 of 60 test rows (data.max_train=200, data.max_test=100 " \
-           "from --preset smoke); --set data.max_train=null --set data.max_test=null uses all" in proc.stderr
+    # 300 rows -> 240 train / 60 test; 24 train rows held out for validation, smoke keeps 200 of the
+    # other 216 (max_test=100 keeps all 60)
+    assert "x.csv: using 224 of 240 train rows (24 of them held out for validation) and 60 of 60 test rows " \
+           "(data.max_train=200, data.max_test=100 from --preset smoke); --set data.max_train=null " \
+           "--set data.max_test=null uses all" in proc.stderr
 
 
 def test_partition_plots_name_labels_and_groups_with_integer_ticks(tmp_path) -> None:
@@ -239,3 +241,56 @@ def test_partition_cache_and_dataset_cache_are_shared_readable(tmp_path, monkeyp
     assert any(p.suffix == ".npz" for p in written) and any(p.suffix == ".arrow" for p in written)
     for p in written:
         assert stat.S_IMODE(os.stat(p).st_mode) == (0o755 if p.is_dir() else 0o644), p
+
+
+def _st_dir(d) -> None:
+    """CoNLL train/test files: 20 sentences with a person and a place, 10 with a place only."""
+    two = "".join(f"Anna B-PER\nvisited O\nParis B-LOC\non O\nday{i} O\n\n" for i in range(20))
+    one = "".join(f"Paris B-LOC\nslept O\non O\nday{i} O\n\n" for i in range(20, 30))
+    (d / "train.conll").write_text(two + one)
+    (d / "test.conll").write_text("Lima B-LOC\nwoke O\n\nBruno B-PER\nran O\n")
+
+
+def _qa_dir(d) -> None:
+    """SQuAD train/test files: 20 'where' and 10 'who' questions (the question word is the qa label)."""
+    ctx = "Anna opened the fair in Paris."
+    qas = [{"id": f"w{i}", "question": f"Where did Anna open fair {i}?", "answers": [{"text": "Paris", "answer_start": 24}]}
+           for i in range(20)]
+    qas += [{"id": f"h{i}", "question": f"Who opened fair {i}?", "answers": [{"text": "Anna", "answer_start": 0}]}
+            for i in range(10)]
+    (d / "train.json").write_text(_qa({"context": ctx, "qas": qas}))
+    (d / "test.json").write_text(_qa({"context": ctx, "qas": qas[:2]}))
+
+
+def _s2s_dir(d) -> None:
+    """seq2seq train/test files: 20 rows of group g1, 10 of g2 (s2s stratifies by group)."""
+    rows = [{"source": f"story {i} text", "target": f"t {i}", "group": "g1" if i < 20 else "g2"} for i in range(30)]
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+
+
+@pytest.mark.parametrize("task, write, column, held_out", [
+    ("st", _st_dir, "words", {"LOC|PER": 2, "LOC": 1}),      # round(0.1 * 30) = 3 rows, 20:10 -> 2:1
+    ("qa", _qa_dir, "id", {"where": 2, "who": 1}),
+    ("s2s", _s2s_dir, "source", {"g1": 2, "g2": 1}),
+    ("tc", lambda d: fl.write_tc(d / "x.h5", 90, 30), "file_id", {0: 3, 1: 3, 2: 3}),  # 30 per topic -> 3 each
+    ("st", lambda d: fl.write_st(d / "x.h5", 40), "file_id", {"LOC|PER": 4}),        # 36 train rows -> 4
+    ("qa", lambda d: fl.write_qa(d / "x.h5", 30, 10), "file_id", {"where": 3}),
+    ("s2s", lambda d: fl.write_s2s(d / "x.h5", 30, 10), "file_id", {"all": 3}),     # no groups: one stratum
+])
+def test_validation_split_of_users_files_is_held_out_stratified(tmp_path, task, write, column, held_out) -> None:
+    from fednlp_bench import config, tasks
+    from fednlp_bench.run import load_splits
+
+    write(tmp_path)
+    files = [p for p in tmp_path.iterdir() if p.suffix == ".h5"]
+    dataset = str(files[0] if files else tmp_path)
+    full = tasks.get(task).load(dataset)["train"]
+    cfg = config.resolve(task, None, ["partition.method=uniform", "partition.n_clients=2", "fl.clients_per_round=1"],
+                         dataset=dataset)
+    adapter, dsd = load_splits(cfg)
+    key = (lambda v: tuple(v) if isinstance(v, list) else v)
+    val, train = [key(v) for v in dsd["validation"][column]], [key(v) for v in dsd["train"][column]]
+    assert not set(val) & set(train) and sorted(val + train) == sorted(key(v) for v in full[column])
+    strata = adapter.label_for_partition(dsd["validation"])
+    assert {s: int((np.asarray(strata) == s).sum()) for s in set(strata.tolist())} == held_out

@@ -67,14 +67,15 @@ def test_data_files_of_every_task_read_as_written(tmp_path) -> None:
 
 def test_partition_file_is_replayed_exactly(tc_files) -> None:
     data, pfile, key, labels = tc_files
-    task, dsd, part = _partition("tc", data, pfile, key)
+    task, dsd, part = _partition("tc", data, pfile, key, "data.val_fraction=0")
     ids = {s: np.asarray(dsd[s]["file_id"]) for s in ("train", "test")}
     assert [sorted(ids["train"][p].tolist()) for p in part.train] == _clients_in_file(pfile, key, "train")
     assert [sorted(ids["test"][p].tolist()) for p in part.test] == _clients_in_file(pfile, key, "test")
     assert part.spec["params"]["alpha"] == 0.5 and part.spec["params"]["method"] == "niid_label"
     assert part.spec["params"]["file"] == str(pfile) and part.spec["params"]["key"] == key
     # the same partition again (deterministic), and FedNLP's uniform key of the same file
-    assert all(np.array_equal(a, b) for a, b in zip(part.train, _partition("tc", data, pfile, key)[2].train))
+    assert all(np.array_equal(a, b) for a, b in zip(part.train, _partition("tc", data, pfile, key,
+                                                                           "data.val_fraction=0")[2].train))
     assert _partition("tc", data, pfile, "uniform")[2].n_clients == 3
 
 
@@ -88,9 +89,23 @@ def test_shuffled_data_file_ids_map_to_the_right_rows(tmp_path) -> None:
             f["X/" + str(i)] = f"text of id {i}"
             f["Y/" + str(i)] = "ab"[i % 2]
     fl.write_uniform_partition(pfile, 0, 0, 4, train_ids=ids[:30], test_ids=ids[30:])
-    _, dsd, part = _partition("tc", data, pfile, "uniform")
+    _, dsd, part = _partition("tc", data, pfile, "uniform", "data.val_fraction=0")
     for c, members in enumerate(_clients_in_file(pfile, "uniform")):
         assert sorted(dsd["train"].select(part.train[c])["text"]) == sorted(f"text of id {i}" for i in members)
+
+
+def test_validation_rows_leave_their_clients(tc_files) -> None:
+    data, pfile, key, labels = tc_files
+    _, dsd, part = _partition("tc", data, pfile, key)  # default data.val_fraction=0.1
+    held = dsd["validation"]["file_id"]
+    # 90 train rows, 30 per topic: 9 held out, 3 per topic (stratified)
+    assert sorted(labels[i] for i in held) == ["politics"] * 3 + ["sport"] * 3 + ["tech"] * 3
+    kept = np.asarray(dsd["train"]["file_id"])
+    assert sorted([*kept.tolist(), *held]) == list(range(90))
+    for rows, members in zip(part.train, _clients_in_file(pfile, key)):
+        assert sorted(kept[rows].tolist()) == sorted(set(members) - set(held))
+    test_ids = np.asarray(dsd["test"]["file_id"])
+    assert [sorted(test_ids[p].tolist()) for p in part.test] == _clients_in_file(pfile, key, "test")
 
 
 def test_subsampled_rows_leave_their_clients(tc_files) -> None:
@@ -156,18 +171,29 @@ def test_export_writes_fednlp_layout_and_replays(tmp_path, capsys) -> None:
     for stored in (out, data):
         assert stat.S_IMODE(os.stat(stored).st_mode) == 0o644
     # the exported files replay the same clients (same texts), from the data file and from the CSV itself
-    cfg = config.resolve("tc", None, ["partition.alpha=0.05", "partition.n_clients=3", "fl.clients_per_round=1"],
+    cfg = config.resolve("tc", None, ["partition.alpha=0.05", "partition.n_clients=3", "fl.clients_per_round=1",
+                                      "data.val_fraction=0"],
                          dataset=str(tmp_path / "x.csv"), **{"partition.method": "dirichlet_label"})
     task, orig_dsd = load_splits(cfg)
     original = make_partition(cfg, task, orig_dsd)
-    _, dsd, part = _partition("tc", data, out, "niid_label_clients=3_alpha=0.05")
-    _, csv_dsd, again = _partition("tc", tmp_path / "x.csv", out, "niid_label_clients=3_alpha=0.05")
+    _, dsd, part = _partition("tc", data, out, "niid_label_clients=3_alpha=0.05", "data.val_fraction=0")
+    _, csv_dsd, again = _partition("tc", tmp_path / "x.csv", out, "niid_label_clients=3_alpha=0.05",
+                                   "data.val_fraction=0")
     assert part.sizes("train").tolist() == again.sizes("train").tolist() == sizes
     for c in range(3):
         want = sorted(orig_dsd["train"].select(original.train[c])["text"])
         assert sorted(dsd["train"].select(part.train[c])["text"]) == want
         assert sorted(csv_dsd["train"].select(again.train[c])["text"]) == want
         assert sorted(dsd["test"].select(part.test[c])["text"]) == sorted(orig_dsd["test"].select(original.test[c])["text"])
+    # with a validation split (the default), from the CSV (rows by position) and from the data file
+    # (rows by id): the held-out rows, and only they, leave their clients
+    for source in (tmp_path / "x.csv", data):
+        _, v_dsd, v_part = _partition("tc", source, out, "niid_label_clients=3_alpha=0.05")
+        held = set(v_dsd["validation"]["text"])
+        assert len(held) == 5  # round(0.1 * 48)
+        for c in range(3):
+            want = sorted(set(orig_dsd["train"].select(original.train[c])["text"]) - held)
+            assert sorted(v_dsd["train"].select(v_part.train[c])["text"]) == want
 
 
 def test_export_keeps_data_file_ids_and_refuses_subsamples(tmp_path, capsys) -> None:
@@ -208,9 +234,11 @@ def test_fednlp_files_run_end_to_end_and_the_record_names_file_and_alpha(tc_file
     assert len(part["params"]["file_sha256"]) == 64
     # per-client label counts in the record, against the file's ids and labels counted here
     names = part["stats"]["label_names"]
-    expected = [[sum(labels[i] == n for i in members) for n in names] for members in _clients_in_file(pfile, key)]
+    held = set(_partition("tc", data, pfile, key)[1]["validation"]["file_id"])  # default data.val_fraction=0.1
+    expected = [[sum(labels[i] == n for i in set(members) - held) for n in names]
+                for members in _clients_in_file(pfile, key)]
     assert part["stats"]["label_counts"] == expected
-    assert record["fl"]["n_train"] == 90 and record["fl"]["n_test"] == 30
+    assert (record["fl"]["n_train"], record["fl"]["n_val"], record["fl"]["n_test"]) == (81, 9, 30)
 
 
 @pytest.mark.parametrize("method", ["20news_partition.h5", "niid_label_clients=10_alpha=0.5"])
