@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from fednlp_bench.hparams import param
 from fednlp_bench.partitioners.base import Partitioner, PartitionerParams
 from fednlp_bench.partitioners.errors import PartitionError
 from fednlp_bench.partitioners.fednlp_h5 import StoredPartition, parse_key, read_stored, to_positions
 from fednlp_bench.partitioners.partition import Partition
+
+from fednlp_bench.hparams import param
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from fednlp_bench.tasks.base import cached_dataset_dict
 
 from fednlp_bench.errors import DatasetError
-from fednlp_bench.tasks.base import cached_dataset_dict
 
 #: our task name -> FedNLP's ``task_type`` attribute
 TASK_TYPES = {"tc": "text_classification", "st": "seq_tagging", "qa": "span_extraction", "s2s": "seq2seq"}
@@ -175,9 +176,9 @@ def write_fednlp_h5(task: str, dsd, path: str | Path, train_ids: np.ndarray, tes
     """Write ``dsd`` as a FedNLP data file (atomically, mode 0644): train rows get ``train_ids``,
     test rows ``test_ids`` (the ids a partition file written alongside refers to)."""
     import h5py
+    from fednlp_bench.tasks.fednlp_rows import WRITERS
 
     from fednlp_bench.io_utils import atomic_write
-    from fednlp_bench.tasks.fednlp_rows import WRITERS
 
     train_ids, test_ids = np.asarray(train_ids, np.int64), np.asarray(test_ids, np.int64)
     attrs: dict[str, Any] = {

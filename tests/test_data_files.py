@@ -7,13 +7,12 @@ import os
 import stat
 import time
 
+import fednlp_layout as fl
 import h5py
 import numpy as np
 import pytest
 
 from fednlp_bench.cli import main
-
-import fednlp_layout as fl
 
 CSV_OK = "text,label\n" + "".join(f"sentence {i} about {'sport' if i % 2 else 'politics'},{'ab'[i % 2]}\n"
                                   for i in range(12))

@@ -10,11 +10,11 @@ import os
 import stat
 from pathlib import Path
 
+import fednlp_layout as fl
 import h5py
 import numpy as np
 import pytest
 
-import fednlp_layout as fl
 from fednlp_bench import config, tasks
 from fednlp_bench.cli import main
 from fednlp_bench.run import load_splits, make_partition
@@ -250,8 +250,9 @@ def test_partition_file_or_key_as_method_points_to_fednlp(capsys, method) -> Non
 
 
 def test_task_without_a_fednlp_reader_is_one_line(tmp_path) -> None:
-    from fednlp_bench.errors import DatasetError
     from fednlp_bench.tasks.fednlp_data import load_fednlp_h5
+
+    from fednlp_bench.errors import DatasetError
 
     fl.write_s2s(tmp_path / "d.h5", 4, 2)
     with pytest.raises(DatasetError, match=r"d.h5: FedNLP data files are read for the tasks qa, s2s, st, tc; "
