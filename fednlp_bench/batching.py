@@ -4,9 +4,15 @@ Tokenization happens once per (dataset, tokenizer, max_len) and is cached on
 disk (docs/architecture.md, performance rule 3). Inside the round loop a batch is built from
 numpy slices: no tokenizer, no Arrow row access, padding only to the longest
 sequence of the batch (performance rule 4).
+
+Under sample-level DP the batches must be what the privacy accountant assumes,
+so local training uses :func:`poisson_pass` there instead of
+:func:`length_grouped_batches` (whose length sorting lets one example move
+others between batches).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -148,6 +154,54 @@ def length_grouped_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (Steele, Lea & Flood 2014): a bijection of uint64 with good avalanche."""
+    with np.errstate(over="ignore"):
+        x = x + _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def row_uniforms(rows: np.ndarray, key: int, step: int) -> np.ndarray:
+    """A uniform in [0, 1) per row id, a pure function of (key, step, row id)."""
+    step_key = _mix(_mix(np.array([key], dtype=np.uint64)) ^ _mix(np.array([step], dtype=np.uint64)))
+    bits = _mix(np.asarray(rows).astype(np.uint64) ^ step_key)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def poisson_batches(rows: np.ndarray, rate: float, n_batches: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """``n_batches`` Poisson-sampled batches: each row joins each batch independently with probability ``rate``.
+
+    The sampling DP-SGD's accountants analyse (Abadi et al. 2016; Mironov, Talwar & Zhang 2019; Opacus'
+    ``UniformWithReplacementSampler``): batch sizes are Binomial(len(rows), rate) and may be 0. Whether
+    row ``i`` is in batch ``s`` depends only on (a key drawn once from ``rng``, ``s``, ``i``): adding or
+    removing one example never moves another between batches. No length grouping.
+    """
+    rows = np.asarray(rows)
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"Poisson sampling rate must be in (0, 1], got {rate}")
+    key = int(rng.integers(0, 2**63))
+    for step in range(n_batches):
+        yield rows[row_uniforms(rows, key, step) < rate]
+
+
+def poisson_pass(rows: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One pass of DP-SGD's batches: ``ceil(n / batch_size)`` Poisson batches at rate ``batch_size / n``.
+
+    A :data:`fednlp_bench.local.Batcher` (``lengths`` is unused: no length grouping); each pass
+    draws a fresh key from ``rng``, so a local schedule of several passes is still independent
+    Poisson sampling at every step.
+    """
+    rows = np.asarray(rows)
+    if len(rows) == 0:
+        return []
+    return list(poisson_batches(rows, min(1.0, batch_size / len(rows)), math.ceil(len(rows) / batch_size), rng))
 
 
 def eval_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:

@@ -115,7 +115,8 @@ def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled:
     family), no component needs the dense update (``dense_only`` names those that do: update
     postprocessors, a non-default local loop, a robust aggregator), the client optimiser is AdamW
     without weight decay or AMSGrad (a fresh AdamW then leaves rows nobody looked up exactly
-    unchanged), and the model has embedding tables of at least ``sparse_rows.MIN_ROWS`` rows that
+    unchanged) running the fused kernel (whose SIMD body / scalar tail split the sparse path
+    reproduces), and the model has embedding tables of at least ``sparse_rows.MIN_ROWS`` rows that
     no other module shares.
     """
     dense = DenseRunner(local, global_params)
@@ -126,10 +127,11 @@ def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled:
     if not tables:
         return dense
     opt = local.optimizer.new()
-    if type(opt) is not torch.optim.AdamW or opt.defaults.get("amsgrad"):
-        return dense
+    if type(opt) is not torch.optim.AdamW or opt.defaults.get("amsgrad") or not opt.defaults.get("fused"):
+        return dense  # (bit-exact only with the fused kernel: sparse_rows.py)
     hparams = {k: v for k, v in opt.defaults.items() if k != "params"}
-    fast = RowSparseClient(local.params, local.grads, global_params, tables, hparams)
+    fast = RowSparseClient(local.params, local.grads, global_params, tables, hparams,
+                           [p for group in opt.param_groups for p in group["params"]])
     log.info("row-sparse client updates for %d embedding table(s), %d of %d trainable parameters",
              len(tables), fast.n_sparse_parameters, local.params.numel())
     return RowSparseRunner(fast)

@@ -101,9 +101,10 @@ class PrivacyConfig(Checked):
     sample_clip: float = param(1.0, low=0.0, low_open=True)
     sample_noise: float = param(1.0, low=0.0)
     per_sample_method: str = param("ghost", choices=("ghost", "vmap"))
-    delta: float | None = param(None, low=0.0, low_open=True, high=0.5, doc="user level; default 1 / clients")
+    delta: float | None = param(None, low=0.0, low_open=True, high=0.5,
+                                doc="user level; default min(1e-5, clients^-1.1)")
     sample_delta: float | None = param(None, low=0.0, low_open=True, high=0.5,
-                                       doc="sample level; default 1 / training examples")
+                                       doc="sample level; default min(1e-5, training examples^-1.1)")
     accountant: str = param("pld", choices=("pld", "rdp"), doc="dp-accounting accountant")
     audit: bool = param(False, doc="loss-threshold membership inference on the final model")
     audit_reference_models: int = param(0, low=0, doc="> 0 adds offline LiRA with this many reference models")

@@ -326,7 +326,8 @@ class Parts:
         return FinishedRun(self.cfg, self.prep.task, self.prep.tokenizer, self.prep, trainer.local.model,
                            trainer.local.train_data, self.prep.test, self.data.client_train, self.data.client_test,
                            participation, self.algorithm is None, self.prep.pad_id, self.device,
-                           lambda: trainer.local.params.copy_(trainer.global_params))
+                           lambda: trainer.local.params.copy_(trainer.global_params),
+                           train_examples=int(trainer.state.costs.train_examples))
 
 
 def build_model(cfg: RunConfig, prep: Prepared) -> torch.nn.Module:
@@ -349,9 +350,11 @@ def local_training(cfg: RunConfig, task: Any, model: torch.nn.Module, train: Tok
     """The worker's model, flat buffers, client optimiser and local schedule for ``cfg``."""
     fl = cfg.fl
     dp_loop = privacy.context_factory() if privacy is not None else None
+    dp_batches = privacy.batcher() if privacy is not None else None  # DP-SGD: Poisson-sampled batches
     spec = OptimizerSpec(fl.client_optimizer, fl.client_lr, fl.weight_decay, fl.client_momentum)
     return LocalTraining(model, task, train, pad_id=pad_id, device=device, batch_size=fl.batch_size,
-                         state=TrainState(), optimizer=spec, **({"make_context": dp_loop} if dp_loop else {}))
+                         state=TrainState(), optimizer=spec, **({"make_context": dp_loop} if dp_loop else {}),
+                         **({"batcher": dp_batches} if dp_batches else {}))
 
 
 def fl_trainer(cfg: RunConfig, task: Any, model: torch.nn.Module, train: TokenizedData, val: TokenizedData | None,

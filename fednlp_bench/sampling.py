@@ -106,7 +106,7 @@ class CohortSchedule:
     def draw(self, round: int, sizes: np.ndarray) -> Cohort:
         sampled = sample(self.sampler, round, sizes, self.k, round_rng(self.seed, round))
         _, dropped = drop_out(sampled, self.dropout, dropout_rng(self.seed, round))
-        return Cohort(round, sampled.tolist(), dropped.tolist())
+        return Cohort(round, sampled.tolist(), dropped.tolist(), eligible=int((np.asarray(sizes) > 0).sum()))
 
     def plan(self, rounds: int, sizes: np.ndarray) -> np.ndarray:
         """Rounds each client would be sampled in over ``rounds`` rounds with fixed ``sizes``."""

@@ -18,6 +18,21 @@ step order like the dense optimiser keeps updating a row whose gradient is zero
 again) gives the same numbers as the dense path, not an approximation: the same
 fused AdamW kernel runs on the same values, gathered into a compact block.
 
+Same values is not enough for the same bits: the fused CPU kernel computes the
+body of each tensor it is handed with SIMD instructions and the last
+``numel % width`` elements with scalar code, which rounds differently (the SIMD
+``exp_avg`` update is a fused multiply-add). So :meth:`RowSparseClient.step`
+hands the kernel tensors on which every element takes the path it takes in the
+dense optimiser: each non-table parameter as its own tensor (as the dense
+optimiser does, never merged ranges); the looked-up rows of a table in a compact
+block padded to a multiple of ``UNIT`` elements (all SIMD; in the dense table
+they are SIMD too, since they lie before the table's last ``lcm(dim, UNIT)``-
+aligned boundary); and the table's rows from that boundary on as one view of
+the table's end, so that its scalar tail is the dense table's scalar tail.
+``UNIT = 64`` is a multiple of every float32 SIMD width PyTorch uses (4 to 16)
+and the kernel's thread chunks are multiples of 16 elements, so this holds for
+any thread count. (On CUDA the fused kernel computes every element alike.)
+
 What it takes, per eligible table (``type(module) is nn.Embedding``, trainable,
 used by no other module, no ``max_norm``/``scale_grad_by_freq``/``sparse``, at
 least ``MIN_ROWS`` rows):
@@ -34,14 +49,16 @@ If the weight nevertheless receives a gradient through some other use (model cod
 that reads ``module.weight`` directly), a hook on the weight notices it and the
 table is treated as dense for the rest of that client: still exact, only slower.
 
-The engine uses this path only where it is exact (``Simulator._row_sparse_client``): the
-algorithm keeps the base client half (no ``client_loss``/``after_client_step``/
-``process_update``/``client_update`` override: FedAvg and the FedOpt family), no
-DP, ``fl.weight_decay == 0``; ``--set fl.sparse_embeddings=false`` turns it off.
+The engine uses this path only where it is exact (``client_runner.choose_runner``): the
+algorithm keeps the base client half (FedAvg and the FedOpt family), no component needs the
+dense update (update postprocessors such as DP, a non-default local loop, a robust
+aggregator), the client optimiser is the fused AdamW with ``fl.weight_decay == 0``;
+``--set fl.sparse_embeddings=false`` turns it off.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -51,6 +68,8 @@ from torch.optim.adamw import adamw as adamw_step
 
 #: tables with fewer rows are left to the dense path (position/token-type embeddings)
 MIN_ROWS = 4096
+#: compact blocks are padded to, and table tails start at, multiples of this many elements (see module doc)
+UNIT = 64
 
 
 @dataclass
@@ -66,6 +85,15 @@ class _Table:
 
     def view(self, flat: torch.Tensor) -> torch.Tensor:
         return flat[self.offset : self.offset + self.rows * self.dim].view(self.rows, self.dim)
+
+    @property
+    def tail_row(self) -> int:
+        """First row of the table's tail: rows from here on are stepped as one view of the table's end."""
+        aligned = math.lcm(self.dim, UNIT)
+        return (self.rows * self.dim // aligned) * aligned // self.dim
+
+    def tail(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat[self.offset + self.tail_row * self.dim : self.offset + self.rows * self.dim]
 
 
 class _LookupRows(torch.autograd.Function):
@@ -110,17 +138,24 @@ class RowSparseClient:
     """The client half of the fast path: AdamW state, resets, delta and aggregation over touched rows.
 
     ``params``/``grads``/``global_params`` are the engine's flat buffers (``params`` and
-    ``grads`` are viewed by the model's parameters); ``hparams`` are the keyword arguments
-    of the dense client AdamW (``lr``, ``betas``, ``eps``, ``weight_decay`` = 0, ``fused``...).
+    ``grads`` are viewed by the model's parameters); ``parameters`` are the trainable
+    parameters the dense optimiser steps (views of ``params``); ``hparams`` are the keyword
+    arguments of the dense client AdamW (``lr``, ``betas``, ``eps``, ``weight_decay`` = 0,
+    ``fused`` = True).
     """
 
     def __init__(self, params: torch.Tensor, grads: torch.Tensor, global_params: torch.Tensor,
-                 tables: list[torch.nn.Embedding], hparams: dict) -> None:
+                 tables: list[torch.nn.Embedding], hparams: dict, parameters: list[torch.Tensor]) -> None:
         if hparams.get("weight_decay", 0.0) != 0.0:
             raise ValueError("the row-sparse path is exact only with weight_decay == 0")
+        if not hparams.get("fused"):
+            raise ValueError("the row-sparse path is exact only with the fused AdamW kernel")
         self.params, self.grads, self.global_params = params, grads, global_params
         self.hparams = hparams
         self.tables = [_Table(m, self._offset(m.weight), m.num_embeddings, m.embedding_dim) for m in tables]
+        starts = {t.offset for t in self.tables}
+        # the non-table parameters, one flat range each: the tensors the dense optimiser hands the kernel
+        self.segments = sorted((o, o + p.numel()) for p in parameters if (o := self._offset(p)) not in starts)
         spans = sorted((t.offset, t.offset + t.rows * t.dim) for t in self.tables)
         self.dense: list[tuple[int, int]] = []  # the flat ranges outside the tables
         start = 0
@@ -132,15 +167,17 @@ class RowSparseClient:
             self.dense.append((start, params.numel()))
         self.exp_avg = torch.zeros_like(params)
         self.exp_avg_sq = torch.zeros_like(params)
-        # one AdamW step counter per tensor handed to the kernel: each dense range, then each table
-        self.steps = [torch.zeros((), dtype=torch.float32, device=params.device)
-                      for _ in range(len(self.dense) + len(self.tables))]
+        # AdamW step counters, one per tensor handed to the kernel (views of one buffer, set together)
+        self._counter = torch.zeros(len(self.segments) + 2 * len(self.tables), dtype=torch.float32,
+                                    device=params.device)
+        self._counters = list(self._counter.unbind())
+        self._n_steps = 0
         self._full_reset = True
         for t in self.tables:
             t.touched = self._empty()
 
     def _offset(self, weight: torch.Tensor) -> int:
-        """Where ``weight`` starts in the flat buffer it is a view of (engine.flatten_model)."""
+        """Where ``weight`` starts in the flat buffer it is a view of (local.flatten_model)."""
         if weight.untyped_storage().data_ptr() != self.params.untyped_storage().data_ptr():
             raise ValueError("embedding weight is not a view of the flat parameter buffer")
         return (weight.data_ptr() - self.params.data_ptr()) // self.params.element_size()
@@ -178,8 +215,7 @@ class RowSparseClient:
                 self._zero_touched(buf)
         for t in self.tables:
             t.touched = self._empty()
-        for s in self.steps:
-            s.zero_()
+        self._n_steps = 0
 
     # ---- local training ---------------------------------------------------------
     @contextlib.contextmanager
@@ -239,31 +275,52 @@ class RowSparseClient:
 
     def step(self) -> None:
         """One AdamW step (the dense optimiser's kernel and settings) over the dense rest and touched rows."""
-        ps, gs, ms, vs, back = [], [], [], [], []
-        for a, b in self.dense:
-            ps.append(self.params[a:b])
-            gs.append(self.grads[a:b])
-            ms.append(self.exp_avg[a:b])
-            vs.append(self.exp_avg_sq[a:b])
-        for t in self.tables:
-            views = [t.view(buf) for buf in (self.params, self.grads, self.exp_avg, self.exp_avg_sq)]
-            if t.touched is None:
-                compact = views
-            else:
-                compact = [v.index_select(0, t.touched) for v in views]
-                back.append((t.touched, views, compact))
-            for lst, v in zip((ps, gs, ms, vs), compact):
-                lst.append(v)
+        bufs = (self.params, self.grads, self.exp_avg, self.exp_avg_sq)
+        lists: tuple[list, list, list, list] = ([], [], [], [])
+        for a, b in self.segments:
+            for lst, buf in zip(lists, bufs):
+                lst.append(buf[a:b])
+        back = [self._add_table(t, lists) for t in self.tables]
+        n = len(lists[0])
+        self._counter[:n].fill_(self._n_steps)  # the kernel adds 1 to each before it steps
         h = self.hparams
         beta1, beta2 = h.get("betas", (0.9, 0.999))
         adamw_step(
-            ps, gs, ms, vs, [], self.steps, foreach=h.get("foreach"), fused=h.get("fused"),
+            *lists, [], self._counters[:n], foreach=h.get("foreach"), fused=h.get("fused"),
             amsgrad=False, beta1=beta1, beta2=beta2, lr=h["lr"], weight_decay=0.0, eps=h.get("eps", 1e-8),
             maximize=h.get("maximize", False),
         )
-        for rows, views, compact in back:
-            for i in (0, 2, 3):  # params, exp_avg, exp_avg_sq
-                views[i].index_copy_(0, rows, compact[i])
+        self._n_steps += 1
+        for item in back:
+            if item is not None:
+                t, rows, block = item
+                for i in (0, 2, 3):  # params, exp_avg, exp_avg_sq
+                    t.view(bufs[i]).index_copy_(0, rows, block[i, : rows.numel() * t.dim].view(-1, t.dim))
+
+    def _add_table(self, t: _Table, lists: tuple[list, ...]) -> tuple | None:
+        """Append the tensors that step table ``t`` to ``lists``; returns what to copy back, if anything.
+
+        Touched rows before ``t.tail_row`` are gathered into a block padded to ``UNIT`` elements;
+        the rows from ``t.tail_row`` on are handed over as a view (see the module doc for why).
+        """
+        bufs = (self.params, self.grads, self.exp_avg, self.exp_avg_sq)
+        if t.touched is None:
+            for lst, buf in zip(lists, bufs):
+                lst.append(t.view(buf).view(-1))
+            return None
+        if t.tail_row < t.rows:
+            for lst, buf in zip(lists, bufs):
+                lst.append(t.tail(buf))
+        rows = t.touched[: int(torch.searchsorted(t.touched, t.tail_row))]
+        if rows.numel() == 0:
+            return None
+        used = rows.numel() * t.dim
+        block = torch.empty(4, -(-used // UNIT) * UNIT, dtype=self.params.dtype, device=self.params.device)
+        block[:, used:].zero_()
+        for i, buf in enumerate(bufs):
+            torch.index_select(t.view(buf), 0, rows, out=block[i, :used].view(-1, t.dim))
+            lists[i].append(block[i])
+        return t, rows, block
 
     # ---- the update -------------------------------------------------------------
     def delta(self) -> list[tuple[object, torch.Tensor]]:

@@ -29,7 +29,7 @@ class Costs:
         """One local batch of sequences of these (unpadded) lengths."""
         self.train_examples += len(lengths)
         self.train_tokens += int(lengths.sum())
-        self.padded_tokens += int(lengths.max()) * len(lengths)
+        self.padded_tokens += int(lengths.max(initial=0)) * len(lengths)  # (a DP-SGD Poisson batch may be empty)
 
 
 @dataclass
@@ -41,11 +41,14 @@ class Failure:
 
 @dataclass
 class Cohort:
-    """One round's clients: ``sampled`` by the sampler, of which ``dropped`` failed to report."""
+    """One round's clients: ``sampled`` by the sampler, of which ``dropped`` failed to report;
+    ``eligible``: how many clients held data (could be sampled) when it was drawn, the population
+    user-level DP's sampling rate is over (None in checkpoints written before it was recorded)."""
 
     round: int
     sampled: list[int]
     dropped: list[int]
+    eligible: int | None = None
 
     @property
     def reporting(self) -> list[int]:

@@ -59,6 +59,7 @@ class FeatureCluster(Partitioner):
     name = "feature_cluster"
     Params = FeatureClusterParams
     requires = ("features",)
+    version = 2  # 2: dirichlet_counts follows FedNLP's sequential allocation (as FedNLP's niid_cluster)
 
     def _split(self, inputs: Inputs, rng: np.random.Generator) -> tuple[list[np.ndarray], FeatureClusterPlan]:
         p = self.params

@@ -89,7 +89,8 @@ def test_same_seed_identical_different_seed_differs(name: str, data) -> None:
 def test_spec_and_hash_are_stable() -> None:
     a = partitioners.make("dirichlet_label", 10, 3, alpha=1)
     b = partitioners.make("dirichlet_label", 10, 3, alpha="1.0")
-    assert a.spec() == {"name": "dirichlet_label", "params": {"alpha": 1.0}, "n_clients": 10, "seed": 3, "version": 1}
+    assert a.spec() == {"name": "dirichlet_label", "params": {"alpha": 1.0, "allocation": "fednlp"}, "n_clients": 10,
+                        "seed": 3, "version": 2}
     assert a.spec_hash() == b.spec_hash()
     assert len(a.spec_hash()) == 64
     assert a.spec_hash() != partitioners.make("dirichlet_label", 10, 4, alpha=1).spec_hash()

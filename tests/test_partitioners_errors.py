@@ -33,7 +33,7 @@ def test_unknown_method_lists_available_and_suggests() -> None:
 
 
 def test_unknown_param_names_key_and_allowed() -> None:
-    raises(lambda: partitioners.make("dirichlet_label", 4, 0, beta=1.0), "'beta'", "allowed: alpha")
+    raises(lambda: partitioners.make("dirichlet_label", 4, 0, beta=1.0), "'beta'", "allowed: allocation, alpha")
     raises(lambda: partitioners.make("quantity", 4, 0, alpha=1.0), "'alpha'", "allowed: beta, min_size")
     raises(lambda: partitioners.make("uniform", 4, 0, alpha=1.0), "allowed: none")
 

@@ -28,19 +28,20 @@ class BagOfWords(torch.nn.Module):
     layers do without sharing a module), which must switch the table to its dense fallback.
     """
 
-    def __init__(self, reuse_weight: bool = False, vocab: int = VOCAB) -> None:
+    def __init__(self, reuse_weight: bool = False, vocab: int = VOCAB, dim: int = 8, hidden: int | None = None) -> None:
         super().__init__()
-        self.emb = torch.nn.Embedding(vocab, 8, padding_idx=0)
-        self.pos = torch.nn.Embedding(16, 8)  # small: stays on the dense path
+        self.emb = torch.nn.Embedding(vocab, dim, padding_idx=0)
+        self.pos = torch.nn.Embedding(16, dim)  # small: stays on the dense path
         self.drop = torch.nn.Dropout(0.1)
-        self.head = torch.nn.Linear(8, N_CLASSES)
+        self.hidden = torch.nn.Linear(dim, hidden) if hidden else torch.nn.Identity()
+        self.head = torch.nn.Linear(hidden or dim, N_CLASSES)
         self.reuse_weight = reuse_weight
 
     def forward(self, input_ids, attention_mask, labels=None):
         h = self.emb(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
         m = attention_mask.unsqueeze(-1).float()
         pooled = self.drop((h * m).sum(1) / m.sum(1))
-        logits = self.head(pooled)
+        logits = self.head(torch.tanh(self.hidden(pooled)) if isinstance(self.hidden, torch.nn.Linear) else pooled)
         if self.reuse_weight:
             logits = logits + pooled @ self.emb.weight[1 : N_CLASSES + 1].t()
         loss = F.cross_entropy(logits, labels) if labels is not None else None
@@ -71,14 +72,14 @@ def bag_data(n: int, seed: int, vocab: int = VOCAB) -> TokenizedData:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, N_CLASSES, size=n)
     seqs = []
-    for y in labels:
-        lo = 1 + int(y) * (vocab - 1) // N_CLASSES
+    for y in labels:  # the last class reaches the table's last rows (its tail, see sparse_rows.UNIT)
+        lo = 1 + int(y) * (vocab - 301) // (N_CLASSES - 1)
         seqs.append(rng.integers(lo, lo + 300, size=rng.integers(3, 13)).tolist())
     return TokenizedData(ragged={"input_ids": Ragged.from_lists(seqs)}, columns={"labels": labels.astype(np.int64)})
 
 
 def simulator(algorithm="fedavg", sparse=True, reuse_weight=False, weight_decay=0.0, rounds=2, local_steps=3,
-              vocab=VOCAB, **params) -> Simulator:
+              vocab=VOCAB, dim=8, hidden=None, **params) -> Simulator:
     fl = FLConfig(rounds=rounds, clients_per_round=3, local_steps=local_steps, batch_size=4, client_lr=5e-2,
                   weight_decay=weight_decay, sparse_embeddings=sparse, eval_batch_size=64)
     cfg = RunConfig(seed=3, partition=PartitionConfig(n_clients=5), fl=fl, device="cpu",
@@ -88,7 +89,7 @@ def simulator(algorithm="fedavg", sparse=True, reuse_weight=False, weight_decay=
     client_test = list(np.array_split(np.arange(30), 5))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = BagOfWords(reuse_weight, vocab)
+        model = BagOfWords(reuse_weight, vocab, dim, hidden)
     alg = get_algorithm(algorithm).from_params(params)
     return fl_trainer(cfg, BagTask(), model, train, test, client_train, client_test, alg)
 
@@ -107,6 +108,21 @@ def test_row_sparse_path_gives_the_dense_bits(algorithm):
     assert changed > 0  # training moved the weights
     assert torch.equal(fast.global_params, dense.global_params)
     assert fast.state.per_round == dense.state.per_round
+
+
+@pytest.mark.parametrize("dim, hidden", [(5, 7), (8, 5), (16, 10), (12, 3)])
+def test_row_sparse_path_gives_the_dense_bits_on_unaligned_sizes(dim, hidden):
+    """Sizes that are not multiples of the SIMD width: the fused AdamW kernel's scalar tail of a
+    tensor must cover the same elements on both paths, or exp_avg / exp_avg_sq differ by an ulp.
+    Every weight (embedding rows, position table, both Linear layers) must be equal to the bit."""
+    fast = trained(simulator(dim=dim, hidden=hidden))
+    dense = trained(simulator(dim=dim, hidden=hidden, sparse=False))
+    assert fast.row_sparse is not None and dense.row_sparse is None
+    assert fast.row_sparse.touched_rows()[0] not in (None, 0)
+    assert (fast.global_params != simulator(dim=dim, hidden=hidden).global_params).sum() > 0
+    for (name, a), b in zip(fast.model.named_parameters(), dense.model.parameters()):
+        assert torch.equal(a, b), f"{name}: {int((a != b).sum())} of {a.numel()} weights differ"
+    assert torch.equal(fast.global_params, dense.global_params)
 
 
 def test_rows_seen_in_an_earlier_step_keep_moving_and_padding_row_stays():

@@ -91,17 +91,27 @@ def run_membership_audit(run: FinishedRun) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- offline LiRA
+LIRA_CALIBRATION_NOTE = (
+    "Offline LiRA assumes the reference (OUT) models are trained like the target. Here they are trained "
+    "centrally with plain AdamW (no DP, no federated averaging) on {ref_rows} held-out rows, while the target "
+    "was trained {how} on {member_rows} member rows; they see each row as often as the target saw a member row "
+    "on average ({passes:.2f} passes), but their OUT distribution is only approximately the target's, so "
+    "AUC and TPR at low FPR are indicative, not calibrated."
+)
+
+
 def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
     """Offline LiRA (Carlini et al. 2022) of the final global model, for classification tasks.
 
     The test split is halved (seeded): half A are the audited non-members, half B trains
-    ``n_reference`` reference models (same architecture and initialisation recipe, plain AdamW
-    for ``fl.local_epochs * rounds`` passes capped at 10 epochs) that saw neither the members nor A.
-    Members are the training rows of participating clients, as in the loss attack.
+    ``n_reference`` reference models (same architecture and initialisation recipe, plain AdamW)
+    that saw neither the members nor A. Their training budget matches the target's exposure:
+    as many passes over half B as the target made, on average, over each member row
+    (training examples processed / member rows). Members are the training rows of
+    participating clients, as in the loss attack. The record states the remaining calibration
+    caveat (central training on fewer rows, no DP).
     """
     import time
-
-    from fednlp_bench.batching import length_grouped_batches
 
     t0 = time.perf_counter()
     cfg, prep, participated = run.cfg, run.prepared, run.participated
@@ -117,32 +127,54 @@ def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
     y_out = test.columns["labels"][half_a]
     target = np.r_[mia.logit_confidence(task.logits(run.model, run.train_data, member_rows, bs, pad, device), y_mem),
                    mia.logit_confidence(task.logits(run.model, test, half_a, bs, pad, device), y_out)]
-    epochs = min(10, max(1, cfg.fl.rounds * cfg.fl.local_epochs))
+    passes = run.train_examples / max(len(member_rows), 1)
+    steps = max(1, int(round(passes * len(half_b) / cfg.fl.batch_size)))
     reference = []
     for k in range(n_reference):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 1 + k)
-            model = task.build_model(prep.model_path, prep.info).to(device)
-            model.train()
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.fl.client_lr,
-                                    weight_decay=cfg.fl.weight_decay)
-            batch_rng = np.random.default_rng([cfg.seed, 7919, k])
-            for _ in range(epochs):
-                for b in length_grouped_batches(half_b, test.lengths, cfg.fl.batch_size, batch_rng):
-                    batch = {name: v.to(device) for name, v in task.collate(test, b, pad).items()}
-                    model(**batch).loss.backward()
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+        model = _reference_model(run, half_b, steps, k)
         reference.append(np.r_[mia.logit_confidence(task.logits(model, run.train_data, member_rows, bs, pad, device), y_mem),
                                mia.logit_confidence(task.logits(model, test, half_a, bs, pad, device), y_out)])
-        del model, opt
+        del model
     scores = mia.lira_offline_scores(target, np.stack(reference))
     out = mia.roc_metrics(scores[: len(member_rows)], scores[len(member_rows) :])
+    how = "centrally" if run.centralized else "with federated averaging"
+    if cfg.privacy.user_level or cfg.privacy.sample_level:
+        how += " and differential privacy"
     out.update(attack="offline LiRA (Carlini et al. 2022), global variance", reference_models=n_reference,
-               reference_rows=int(len(half_b)), reference_epochs=epochs,
+               reference_rows=int(len(half_b)), reference_steps=steps,
+               reference_passes_per_example=round(steps * cfg.fl.batch_size / max(len(half_b), 1), 3),
+               target_passes_per_member_example=round(passes, 3),
                note="non-members: half of the test split; reference models train on the other half",
+               calibration_note=LIRA_CALIBRATION_NOTE.format(ref_rows=len(half_b), how=how,
+                                                             member_rows=len(member_rows), passes=passes),
                seconds=round(time.perf_counter() - t0, 3))
     return out
+
+
+def _reference_model(run: FinishedRun, rows: np.ndarray, steps: int, k: int) -> torch.nn.Module:
+    """Reference model ``k``: fresh weights (seeded), ``steps`` AdamW steps on length-grouped batches of
+    test ``rows``."""
+    from fednlp_bench.batching import length_grouped_batches
+
+    cfg, prep, task, test = run.cfg, run.prepared, run.task, run.test_data
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1 + k)
+        model = task.build_model(prep.model_path, prep.info).to(run.device)
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.fl.client_lr,
+                                weight_decay=cfg.fl.weight_decay)
+        batch_rng = np.random.default_rng([cfg.seed, 7919, k])
+        done = 0
+        while done < steps:
+            for b in length_grouped_batches(rows, test.lengths, cfg.fl.batch_size, batch_rng):
+                batch = {name: v.to(run.device) for name, v in task.collate(test, b, run.pad_id).items()}
+                model(**batch).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                done += 1
+                if done == steps:
+                    break
+    return model
 
 
 # --------------------------------------------------------------------------- canaries

@@ -35,6 +35,7 @@ class FinishedRun:
     pad_id: int
     device: torch.device
     _load_global: Callable[[], None]
+    train_examples: int = 0  # examples the run trained on, all ranks (LiRA sizes its reference models by it)
 
     def load_global(self) -> None:
         """Put the final global weights into ``model``."""

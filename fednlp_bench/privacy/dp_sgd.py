@@ -2,8 +2,15 @@
 
 Each local step: per-example gradients clipped to norm ``C`` and summed (in
 batch, :mod:`fednlp_bench.privacy.per_sample`), plus ``N(0, (sigma C)^2)`` noise,
-divided by the batch size; then the client's usual optimiser step. AdamW on
-the privatised gradient is post-processing, so the guarantee is unchanged.
+divided by the *expected* batch size; then the client's usual optimiser step.
+AdamW on the privatised gradient is post-processing, so the guarantee is unchanged.
+
+Batches are Poisson samples (:func:`fednlp_bench.batching.poisson_batches`):
+every row joins a step's batch independently with rate ``q = batch_size / n``,
+the sampling the accountant analyses. The batch size is then random, and
+dividing by it would make the scale data-dependent, so the noisy sum is
+divided by the expected size ``q n`` (as Opacus does); an empty batch still
+takes a step with noise only (skipping it would reveal the empty batch).
 
 :class:`DPSGDClientContext` replaces :meth:`ClientContext.train` with this loop
 when sample-level DP is configured; algorithms keep their hooks. An
@@ -30,11 +37,13 @@ METHODS = ("ghost", "vmap")
 
 @dataclass(frozen=True)
 class SampleDPParams:
-    """Clip norm ``C``, noise multiplier ``sigma`` and the per-example clipping method."""
+    """Clip norm ``C``, noise multiplier ``sigma``, the per-example clipping method and the
+    batch size ``b`` of the Poisson sampler (the expected batch is ``min(b, n)`` for ``n`` rows)."""
 
     clip: float = 1.0
     noise_multiplier: float = 1.0
     method: str = "ghost"
+    batch_size: int | None = None  # None: divide by the actual batch size (a fixed-size batch)
 
 
 class DPSGD:
@@ -55,26 +64,33 @@ class DPSGD:
         grads: torch.Tensor,
         generator: torch.Generator,
         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        denominator: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fill ``grads`` (flat; every trainable ``.grad`` is a view of it) with the DP-SGD gradient.
+        """Fill ``grads`` (flat; every trainable ``.grad`` is a view of it) with the DP-SGD gradient
+        ``(sum_i clip(g_i) + N(0, (sigma C)^2)) / denominator`` (default: the batch size).
 
-        Returns the per-example losses and pre-clipping gradient norms.
+        Returns the per-example losses and pre-clipping gradient norms (empty for an empty batch).
         """
         p = self.params
         size = len(next(iter(batch.values())))
-        if self.clipper is not None:
+        denominator = float(denominator if denominator is not None else size)
+        if size == 0:  # a Poisson batch can be empty: the step is noise only
+            grads.zero_()
+            empty = torch.zeros(0, device=grads.device)
+            norms, loss = empty, empty
+        elif self.clipper is not None:
             def losses() -> torch.Tensor:
                 with autocast():
                     return self.loss_fn(self.model, batch)
 
-            norms, loss = self.clipper.clipped_sum(losses, p.clip, scale=1.0 / size)
+            norms, loss = self.clipper.clipped_sum(losses, p.clip, scale=1.0 / denominator)
         else:
-            norms, loss = vmap_clipped_sum(self.model, self.loss_fn, batch, p.clip, scale=1.0 / size)
+            norms, loss = vmap_clipped_sum(self.model, self.loss_fn, batch, p.clip, scale=1.0 / denominator)
         if p.noise_multiplier > 0:
             if self._noise is None or self._noise.shape != grads.shape:
                 self._noise = torch.empty_like(grads)
             torch.randn(grads.shape, generator=generator, out=self._noise, dtype=grads.dtype, device=grads.device)
-            grads.add_(self._noise, alpha=p.noise_multiplier * p.clip / size)
+            grads.add_(self._noise, alpha=p.noise_multiplier * p.clip / denominator)
         return loss, norms
 
 
@@ -110,10 +126,12 @@ class DPSGDClientContext(ClientContext):
         optimizer = self.make_optimizer()
         self.model.train()
         generator = noise_generator(self.seed, self.round, self.client_id, self.grads.device)
-        steps, total, clipped, seen = 0, 0.0, 0, 0
+        b = self.dpsgd.params.batch_size
+        expected = float(min(b, self.n_examples)) if b is not None else None  # q n with q = min(1, b / n)
+        steps, total, clipped, seen, batches_with_rows = 0, 0.0, 0, 0, 0
         for batch in self.batches():
-            losses, norms = self.dpsgd.gradient(batch, self.grads, generator, self.autocast)
-            loss = losses.mean()
+            losses, norms = self.dpsgd.gradient(batch, self.grads, generator, self.autocast, expected)
+            loss = losses.mean() if len(losses) else torch.zeros(())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at local step {steps}")
             if loss_hook is not None:
@@ -126,10 +144,11 @@ class DPSGDClientContext(ClientContext):
             if after_step is not None:
                 after_step(self)
             steps += 1
+            batches_with_rows += len(losses) > 0
             total += float(loss)
             clipped += int((norms > self.dpsgd.params.clip).sum())
             seen += len(norms)
         self.clip_fraction = clipped / max(seen, 1)
         if self.on_done is not None:
             self.on_done(self)
-        return steps, total / max(steps, 1)
+        return steps, total / max(batches_with_rows, 1)

@@ -6,7 +6,8 @@ Privacy reaches training only through the engine's two general mechanisms:
    equal client weights, then server-side Gaussian noise, adaptive clip update and fixed
    denominator on the all-reduced sum;
 2. a client-context factory (:meth:`PrivacyRuntime.context_factory`): sample-level DP-SGD as
-   the local loop (the centralized baseline included).
+   the local loop (the centralized baseline included), reading Poisson-sampled batches
+   (:meth:`PrivacyRuntime.batcher`).
 
 :meth:`PrivacyRuntime.summary` is the result record's ``privacy`` section: parameters, (epsilon,
 delta) with the accountant and sampling assumption used, computed from the cohorts the engine
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.algorithms.base import ClientContext, ClientResult
+from fednlp_bench.batching import poisson_pass
 from fednlp_bench.postprocess import RoundSum, UpdatePostprocessor
 from fednlp_bench.privacy import accounting
 from fednlp_bench.privacy.dp_sgd import DPSGD, DPSGDClientContext, SampleDPParams
@@ -28,21 +30,23 @@ from fednlp_bench.privacy.per_sample import per_example_loss
 from fednlp_bench.privacy.user_level import UserDPParams, UserLevelDP
 
 USER_SAMPLING_NOTE = (
-    "The engine samples a fixed-size cohort uniformly without replacement; epsilon is computed for Poisson "
-    "sampling with the same rate (an approximation, standard practice). epsilon_fixed_size is the exact RDP "
-    "analysis of sampling without replacement under replace-one neighbours (Wang et al. 2019)."
+    "The engine samples a fixed-size cohort uniformly without replacement among the clients that hold data in "
+    "the round; epsilon is computed for Poisson sampling with the same rate, clients_per_round / clients holding "
+    "data, round by round (an approximation, standard practice). epsilon_fixed_size is the exact RDP analysis of "
+    "sampling without replacement under replace-one neighbours (Wang et al. 2019)."
 )
 SAMPLE_SAMPLING_NOTE = (
-    "Clients read shuffled fixed-size batches; epsilon is computed for Poisson sampling with rate "
-    "batch_size / client size (an approximation, as in Abadi et al. 2016), composed over the local steps of "
-    "the rounds the client took part in (cohorts replayed from the seed); no amplification by client sampling "
-    "is claimed. Reported: the worst client."
+    "Clients read Poisson-sampled batches (each row independently with rate batch_size / client size, variable "
+    "batch size, gradient sum divided by the expected batch size), the sampling the accountant assumes (Abadi et "
+    "al. 2016; Opacus); epsilon is composed over the local steps of the rounds the client took part in (cohorts "
+    "replayed from the seed); no amplification by client sampling is claimed. Reported: the worst client."
 )
 
 CENTRAL_SAMPLING_NOTE = (
-    "Shuffled fixed-size batches over the whole training set; epsilon is computed for Poisson sampling with "
-    "rate batch_size / training examples (an approximation, as in Abadi et al. 2016) over all steps of the run."
+    "Poisson-sampled batches over the whole training set (each row independently with rate batch_size / "
+    "training examples, variable batch size); epsilon is computed for that sampling over all steps of the run."
 )
+DELTA_NOTE = "delta defaults to min(1e-5, N^-1.1), well below 1/N (N = {unit}); set privacy.{key} to choose another"
 
 
 class PrivacyRuntime:
@@ -98,7 +102,7 @@ class PrivacyRuntime:
                 ),
                 seed,
             )
-        self.sample = SampleDPParams(pcfg.sample_clip, pcfg.sample_noise, pcfg.per_sample_method) \
+        self.sample = SampleDPParams(pcfg.sample_clip, pcfg.sample_noise, pcfg.per_sample_method, batch_size) \
             if pcfg.sample_level else None
         self._dpsgd: DPSGD | None = None
         self._clip_fractions: list[float] = []
@@ -106,15 +110,37 @@ class PrivacyRuntime:
     # ---- derived quantities ----------------------------------------------------
     @property
     def user_rate(self) -> float:
-        return self.clients_per_round / self.n_clients
+        """clients_per_round / clients that can be sampled (the uniform sampler skips clients without rows)."""
+        return min(1.0, self.clients_per_round / max(int((self.client_sizes > 0).sum()), 1))
+
+    def user_rounds(self, cohorts: list, sizes_at: Callable[[int], np.ndarray] | None) -> list[tuple[float, int]]:
+        """(sampling rate, clients that could be sampled) of every round that sampled someone.
+
+        The population is what each recorded cohort says held data when it was drawn (it changes
+        in the continual setting); rounds without a recorded population fall back to the client
+        sizes. A round that sampled nobody releases nothing computed from client data (no update,
+        no noise) and is not a step of the mechanism.
+        """
+        recorded = {c.round: c for c in cohorts}
+        out = []
+        for r in range(1, self.rounds + 1):
+            cohort = recorded.get(r)
+            if cohort is not None and cohort.eligible is not None:
+                eligible = int(cohort.eligible)
+            else:
+                eligible = int((np.asarray(sizes_at(r) if sizes_at is not None else self.client_sizes) > 0).sum())
+            if eligible == 0 or (cohort is not None and not cohort.sampled):
+                continue
+            out.append((min(1.0, self.clients_per_round / eligible), eligible))
+        return out
 
     @property
     def user_delta(self) -> float:
-        return self.cfg.delta if self.cfg.delta is not None else 1.0 / self.n_clients
+        return self.cfg.delta if self.cfg.delta is not None else accounting.default_delta(self.n_clients)
 
     @property
     def sample_delta(self) -> float:
-        return self.cfg.sample_delta if self.cfg.sample_delta is not None else 1.0 / max(self.n_train, 2)
+        return self.cfg.sample_delta if self.cfg.sample_delta is not None else accounting.default_delta(self.n_train)
 
     # ---- what the engine gets -------------------------------------------------------
     def postprocessors(self) -> list[UpdatePostprocessor]:
@@ -126,6 +152,11 @@ class PrivacyRuntime:
         if self.sample is None:
             return None
         return self._make_dpsgd_context
+
+    def batcher(self) -> Callable | None:
+        """DP-SGD's Poisson batches (:func:`fednlp_bench.batching.poisson_pass`) when sample-level DP is
+        on, else None (length-grouped batches): the sampling the accountant assumes."""
+        return poisson_pass if self.sample is not None else None
 
     def _make_dpsgd_context(self, **kwargs: Any) -> ClientContext:
         if self._dpsgd is None:
@@ -171,8 +202,10 @@ class PrivacyRuntime:
             "noise_multiplier": p.noise_multiplier,
             "method": p.method,
             "delta": self.sample_delta,
+            "delta_note": None if self.cfg.sample_delta is not None else DELTA_NOTE.format(
+                unit="training examples", key="sample_delta"),
             "accountant": acc,
-            "sampling": "poisson (approximation)",
+            "sampling": "poisson",
             "sampling_note": CENTRAL_SAMPLING_NOTE if self.centralized else SAMPLE_SAMPLING_NOTE,
             "clipped_fraction": float(np.mean(self._clip_fractions)) if self._clip_fractions else None,
         }
@@ -184,6 +217,47 @@ class PrivacyRuntime:
             out["epsilon"] = 0.0
         return out
 
+    def _user_guarantee(self, cohorts: list, sizes_at: Callable[[int], np.ndarray] | None) -> dict[str, Any]:
+        u, acc = self.user.params, self.cfg.accountant
+        rounds = self.user_rounds(cohorts, sizes_at)
+        main = accounting.epsilon_of_rounds(u.noise_multiplier, rounds, self.user_delta, acc)
+        fixed = accounting.epsilon_of_rounds(u.noise_multiplier, rounds, self.user_delta, "rdp", "fixed_size")
+        out = {
+            "mechanism": "DP-FedAvg (McMahan et al. 2018)" + (
+                ", adaptive clipping (Andrew et al. 2021)" if u.adaptive else ""),
+            "clip": u.clip,
+            "final_clip": self.user.clip,
+            "noise_multiplier": u.noise_multiplier,
+            "noise_source": self.user_noise_source,
+            "update_noise_multiplier": u.delta_noise_multiplier,
+            "adaptive": u.adaptive,
+            "target_quantile": u.target_quantile if u.adaptive else None,
+            "clip_lr": u.clip_lr if u.adaptive else None,
+            "clipped_count_stddev": u.count_noise if u.adaptive else None,
+            "clipped_count": "centred bits b_i - 1/2 (sensitivity 1/2), clamped to [0, 1]" if u.adaptive else None,
+            "weighting": "uniform, fixed denominator = clients_per_round",
+            "expected_clients": u.expected_clients,
+            "sampling_rate": main.sampling_rate,
+            "sampled_from": min((pop for _, pop in rounds), default=None),
+            "rounds": self.rounds,
+            "accounted_rounds": len(rounds),  # rounds that sampled someone
+            "epsilon": main.to_dict()["epsilon"],
+            "delta": self.user_delta,
+            "delta_note": None if self.cfg.delta is not None else DELTA_NOTE.format(unit="clients", key="delta"),
+            "accountant": acc,
+            "sampling": "poisson (approximation)",
+            "epsilon_fixed_size": fixed.to_dict()["epsilon"],
+            "sampling_note": USER_SAMPLING_NOTE,
+            "per_round": [vars(s) for s in self.user.history],
+        }
+        if main.sampling_rate > self.user_rate + 1e-12:
+            out["rate_note"] = (f"some rounds had fewer clients holding data than the run started with: sampling "
+                                f"rate up to {main.sampling_rate:.3g} (noise was set for {self.user_rate:.3g}); "
+                                "epsilon composes the actual rate of every round")
+        if self.sampler != "uniform":
+            out["warning"] = f"sampler '{self.sampler}' is not uniform: epsilon does not apply"
+        return out
+
     def summary(
         self, cohorts: list | None = None, sizes_at: Callable[[int], np.ndarray] | None = None,
         centralized_steps: int | None = None,
@@ -192,37 +266,7 @@ class PrivacyRuntime:
         ``sizes_at(round)`` the client sizes (continual setting)."""
         out: dict[str, Any] = {"user_level": None, "sample_level": None}
         if self.user is not None:
-            u = self.user.params
-            main = accounting.epsilon(u.noise_multiplier, self.user_rate, self.rounds, self.user_delta,
-                                      self.cfg.accountant)
-            fixed = accounting.epsilon(u.noise_multiplier, self.user_rate, self.rounds, self.user_delta, "rdp",
-                                       "fixed_size", self.n_clients)
-            out["user_level"] = {
-                "mechanism": "DP-FedAvg (McMahan et al. 2018)" + (
-                    ", adaptive clipping (Andrew et al. 2021)" if u.adaptive else ""),
-                "clip": u.clip,
-                "final_clip": self.user.clip,
-                "noise_multiplier": u.noise_multiplier,
-                "noise_source": self.user_noise_source,
-                "update_noise_multiplier": u.delta_noise_multiplier,
-                "adaptive": u.adaptive,
-                "target_quantile": u.target_quantile if u.adaptive else None,
-                "clip_lr": u.clip_lr if u.adaptive else None,
-                "clipped_count_stddev": u.count_noise if u.adaptive else None,
-                "weighting": "uniform, fixed denominator = clients_per_round",
-                "expected_clients": u.expected_clients,
-                "sampling_rate": self.user_rate,
-                "rounds": self.rounds,
-                "epsilon": main.to_dict()["epsilon"],
-                "delta": self.user_delta,
-                "accountant": self.cfg.accountant,
-                "sampling": "poisson (approximation)",
-                "epsilon_fixed_size": fixed.to_dict()["epsilon"],
-                "sampling_note": USER_SAMPLING_NOTE,
-                "per_round": [vars(s) for s in self.user.history],
-            }
-            if self.sampler != "uniform":
-                out["user_level"]["warning"] = f"sampler '{self.sampler}' is not uniform: epsilon does not apply"
+            out["user_level"] = self._user_guarantee(cohorts or [], sizes_at)
         if self.sample is not None:
             out["sample_level"] = self._sample_guarantee(cohorts or [], sizes_at, centralized_steps)
         return out

@@ -7,12 +7,19 @@ to L2 norm ``C``; the server sums the clipped deltas with equal weights, adds
 (a fixed denominator, so the sensitivity of the mean is ``C / m``).
 
 Adaptive clipping (Andrew, Thakkar, McMahan & Ramaswamy 2021, "Differentially
-Private Learning with Adaptive Clipping"): each client also reports whether its
-update norm was at most ``C``; the server noises that count with
-``N(0, sigma_b^2)`` and moves ``C`` geometrically towards the target quantile
-``gamma``: ``C <- C * exp(-eta (b_hat - gamma))``. The delta noise is raised to
-``sigma_delta = (sigma^-2 - (2 sigma_b)^-2)^-1/2`` so that the pair of Gaussian
-mechanisms has overall noise multiplier ``sigma`` (their Theorem 1).
+Private Learning with Adaptive Clipping"): each client also reports the bit
+``b_i = [||update_i|| <= C]``. As in the paper and TF-Privacy's
+``QuantileEstimatorQuery``, the server sums the *centred* bits ``b_i - 1/2``
+(so one client moves the sum by at most 1/2), adds ``N(0, sigma_b^2)``,
+divides by the expected cohort size ``m``, adds 1/2 back and clamps to
+[0, 1]: ``b_hat = clamp((sum_i (b_i - 1/2) + N(0, sigma_b^2)) / m + 1/2)``.
+``C`` then moves geometrically towards the target quantile ``gamma``:
+``C <- C * exp(-eta (b_hat - gamma))``. With sensitivity 1/2 the count is a
+Gaussian mechanism with noise multiplier ``2 sigma_b``; the delta noise is
+raised to ``sigma_delta = (sigma^-2 - (2 sigma_b)^-2)^-1/2`` so that the pair
+has overall noise multiplier ``sigma`` (their Theorem 1): two Gaussian
+mechanisms on the same record compose to one with
+``sigma^-2 = sigma_delta^-2 + (2 sigma_b)^-2``.
 
 Noise is drawn from a ``torch.Generator`` seeded by (run seed, round): the same
 on every rank (each adds it once, to the all-reduced sum) and reproducible.
@@ -99,8 +106,9 @@ class UserLevelDP:
     def noise_sum(self, total: torch.Tensor, round: int, n_clients: int, unclipped: int | None = None) -> float:
         """Add Gaussian noise to the (all-reduced) sum of clipped updates; returns the fixed denominator.
 
-        ``unclipped`` is the cohort-wide count of unclipped updates (after an
-        all-reduce); defaults to this process's count. Updates the clip norm if adaptive.
+        ``n_clients`` is the number of clipped updates in the sum and ``unclipped``
+        the cohort-wide count of unclipped ones (after an all-reduce; defaults to
+        this process's count). Updates the clip norm if adaptive.
         """
         p = self.params
         gen = self.generator(round, total.device)
@@ -113,11 +121,15 @@ class UserLevelDP:
                                        float(np.mean(norms)) if norms else float("nan")))
         if p.adaptive:
             noise = float(torch.randn((), generator=gen, dtype=torch.float64, device=total.device)) * p.count_noise
-            b_hat = (count + noise) / p.expected_clients
-            self.clip *= math.exp(-p.clip_lr * (b_hat - p.target_quantile))
+            self.clip *= math.exp(-p.clip_lr * (self.unclipped_estimate(count, n_clients, noise) - p.target_quantile))
         self._unclipped = 0
         self._norms = []
         return float(p.expected_clients)
+
+    def unclipped_estimate(self, unclipped: int, n_clients: int, noise: float) -> float:
+        """``b_hat``: the noised fraction of unclipped updates from centred bits, clamped to [0, 1]."""
+        centred = unclipped - 0.5 * n_clients  # sum of (b_i - 1/2): one client moves it by 1/2
+        return min(1.0, max(0.0, (centred + noise) / self.params.expected_clients + 0.5))
 
     @property
     def unclipped_count(self) -> int:
