@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fednlp_bench import partitioners
-from fednlp_bench.partitioners.dirichlet_label import dirichlet_counts, sequential_counts, spread_shortfall
+from fednlp_bench.partitioners import dirichlet_label
 
 N_CLASSES, N_CLIENTS, N_ROWS = 20, 100, 6000
 SEEDS = range(6)
@@ -117,7 +117,7 @@ def test_same_draws_give_fednlps_counts_exactly(alpha):
     class_sizes = np.bincount(labels, minlength=N_CLASSES)
     draws = np.random.default_rng(9).dirichlet(alpha * class_sizes / len(labels), size=N_CLIENTS)
     ref = counts_of(reference_fednlp(labels, N_CLIENTS, alpha, np.random.default_rng(0), draws), labels)
-    ours = sequential_counts(draws, np.full(N_CLIENTS, N_ROWS // N_CLIENTS), class_sizes)
+    ours = dirichlet_label.sequential_counts(draws, np.full(N_CLIENTS, N_ROWS // N_CLIENTS), class_sizes)
     assert np.array_equal(ours, ref)
 
 
@@ -137,7 +137,7 @@ def test_rationed_allocation_is_kept_as_an_option_and_is_more_skewed():
 def test_sequential_counts_have_exact_margins_and_bad_allocation_is_rejected():
     labels = labels_with_uneven_prior(3)
     rng = np.random.default_rng(0)
-    counts = dirichlet_counts(labels, N_CLASSES, 37, 0.05, rng)  # 6000 / 37: unequal sizes
+    counts = dirichlet_label.dirichlet_counts(labels, N_CLASSES, 37, 0.05, rng)  # 6000 / 37: unequal sizes
     assert np.array_equal(counts.sum(axis=0), np.bincount(labels, minlength=N_CLASSES))
     assert set(counts.sum(axis=1).tolist()) == {6000 // 37, 6000 // 37 + 1}
     assert (counts >= 0).all()
@@ -148,6 +148,7 @@ def test_sequential_counts_have_exact_margins_and_bad_allocation_is_rejected():
 def test_shortfall_is_spread_in_proportion_smallest_first():
     """Hand-computed: 7 rows short, classes with 0, 1, 4, 15 rows left (total 20).
     Shares ceil(1*7/20)=1, ceil(4*7/20)=2, ceil(15*7/20)=6 -> 1 + 2 + 4 (the last one capped at what is short)."""
-    assert spread_shortfall(np.array([15, 0, 4, 1]), 7).tolist() == [4, 0, 2, 1]
-    assert spread_shortfall(np.array([3, 0, 2]), 5).tolist() == [3, 0, 2]  # everything left
-    assert spread_shortfall(np.array([0, 0]), 3).tolist() == [0, 0]
+    spread = dirichlet_label.spread_shortfall
+    assert spread(np.array([15, 0, 4, 1]), 7).tolist() == [4, 0, 2, 1]
+    assert spread(np.array([3, 0, 2]), 5).tolist() == [3, 0, 2]  # everything left
+    assert spread(np.array([0, 0]), 3).tolist() == [0, 0]
