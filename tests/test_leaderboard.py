@@ -167,7 +167,7 @@ def test_dp_runs_get_their_own_row_with_epsilon_mia_and_flip_rate(tmp_path):
         write_record(results, rec, f"r{i}.json")
     build([results], tmp_path / "board")
     md = (tmp_path / "board" / "README.md").read_text()
-    assert "user 8" in md and "∞" in md and "0.5300" in md and "0.0200" in md
+    assert "user 8 (δ=1e-01)" in md and "∞" in md and "0.5300" in md and "0.0200" in md
 
 
 def test_grouping_by_task_dataset_partition_model_with_reference_in_every_table():

@@ -132,7 +132,8 @@ def cell(row: Row, column: Column, table: Table, out_dir: Path) -> Cell:
         return Cell(fmt_metric(v), v)
     if k == "epsilon":
         v = row.probes.get("epsilon")
-        text = row.epsilon_text if v is None else f"{row.epsilon_text.split()[0]} {v:.3g}"
+        at = row.epsilon_text[row.epsilon_text.find(" ("):] if " (" in row.epsilon_text else ""  # the delta
+        text = row.epsilon_text if v is None else f"{row.epsilon_text.split()[0]} {v:.3g}{at}"
         return Cell(text.replace("inf", "∞"), v)
     if k in ("mia", "flip"):
         v = row.probes.get("mia_auc" if k == "mia" else "flip_rate")

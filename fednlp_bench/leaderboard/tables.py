@@ -261,8 +261,9 @@ def epsilon_of(record: dict[str, Any]) -> tuple[str, float | None]:
     for level, name in (("user_level", "user"), ("sample_level", "sample")):
         p = priv.get(level)
         if p:
-            eps = number(p.get("epsilon"))
-            return (f"{name} {eps:.3g}" if eps is not None else f"{name} inf"), eps
+            eps, delta = number(p.get("epsilon")), number(p.get("delta"))
+            at = f" (δ={delta:.0e})" if delta is not None else ""  # an epsilon means nothing without its delta
+            return (f"{name} {eps:.3g}{at}" if eps is not None else f"{name} inf"), eps
     return "inf", None
 
 
