@@ -187,8 +187,8 @@ def test_dpsgd_noise_has_the_accountants_scale():
     model = TinyText()
     _, grads = flatten_model(model)
     batch = make_batch(40)
-    DPSGD(model, SampleDPParams(clip=0.5, noise_multiplier=0.0)).gradient(batch, grads, noise_generator(0, 1, 0, grads.device),
-                                                                          denominator=4.0)
+    DPSGD(model, SampleDPParams(clip=0.5, noise_multiplier=0.0)).gradient(
+        batch, grads, noise_generator(0, 1, 0, grads.device), denominator=4.0)
     clean = grads.clone()
     noisy = DPSGD(model, SampleDPParams(clip=0.5, noise_multiplier=2.0))
     z = []
