@@ -182,7 +182,7 @@ def test_dpsgd_noise_has_the_accountants_scale():
     model (~130k samples) the standard deviation is within 1.5% (a 2-sigma error band is ~0.5%), the
     mean within 0.01 and the kurtosis Gaussian. With a Poisson batch the denominator is the expected
     batch size (here 4 for a batch of 6), not the batch's own size."""
-    from fednlp_bench.engine import flatten_model
+    from fednlp_bench.local import flatten_model
 
     model = TinyText()
     _, grads = flatten_model(model)
@@ -203,7 +203,7 @@ def test_dpsgd_noise_has_the_accountants_scale():
 
 
 def test_empty_poisson_batch_is_a_noise_only_step():
-    from fednlp_bench.engine import flatten_model
+    from fednlp_bench.local import flatten_model
 
     model = TinyText()
     _, grads = flatten_model(model)

@@ -177,6 +177,32 @@ def test_sampling_rate_counts_only_clients_that_can_be_sampled():
     assert late["epsilon"] > rec["epsilon"]
 
 
+def test_sampling_rate_is_read_from_the_recorded_cohorts():
+    """A run's record composes the population each cohort was drawn from, as the engine recorded it:
+    rounds 1-2 with 2 clients holding data (rate 1), rounds 3-4 with 3 (rate 2/3); a round that
+    sampled nobody is not a step. Checked against dp-accounting's own composition."""
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    from fednlp_bench import sampling
+
+    sizes, early = np.array([0, 40, 0, 7, 0, 19]), np.array([0, 4, 0, 0, 0, 3])
+    schedule = sampling.CohortSchedule("uniform", 2, seed=0)
+    cohorts = [schedule.draw(r, early if r <= 2 else sizes) for r in range(1, 5)]
+    assert [c.eligible for c in cohorts] == [2, 2, 3, 3]
+    rt = _runtime(sizes=sizes.tolist(), per_round=2, rounds=5, user_noise=1.5)
+    nobody = schedule.draw(5, np.zeros(6, dtype=np.int64))
+    assert nobody.sampled == [] and nobody.eligible == 0
+    rec = rt.summary(cohorts + [nobody])["user_level"]  # sizes_at is not needed: the cohorts say it
+    g = dp_accounting.GaussianDpEvent(1.5)
+    event = dp_accounting.ComposedDpEvent([
+        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(1.0, g), 2),
+        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(2 / 3, g), 2)])
+    want = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4).compose(event).get_epsilon(1e-5)
+    assert rec["epsilon"] == pytest.approx(want, rel=0.02)
+    assert rec["accounted_rounds"] == 4 and rec["sampled_from"] == 2 and rec["sampling_rate"] == 1.0
+
+
 def test_accounting_agrees_with_dp_accounting_called_directly():
     for sigma, q, steps in [(1.0, 0.1, 100), (0.7, 0.5, 5), (2.0, 0.01, 1000)]:
         for acc in ("rdp", "pld"):
