@@ -141,8 +141,10 @@ def test_sequential_counts_have_exact_margins_and_bad_allocation_is_rejected():
     assert np.array_equal(counts.sum(axis=0), np.bincount(labels, minlength=N_CLASSES))
     assert set(counts.sum(axis=1).tolist()) == {6000 // 37, 6000 // 37 + 1}
     assert (counts >= 0).all()
-    with pytest.raises(partitioners.PartitionError, match="allocation='nope'.*fednlp, rationed"):
+    with pytest.raises(partitioners.PartitionError, match="allocation='nope'.*fednlp or rationed"):
         partitioners.make("dirichlet_label", 4, 0, allocation="nope")
+    with pytest.raises(partitioners.PartitionError, match="allocation='nope'.*fednlp, rationed"):
+        dirichlet_label.dirichlet_counts(labels, N_CLASSES, 37, 0.05, rng, allocation="nope")
 
 
 def test_shortfall_is_spread_in_proportion_smallest_first():
