@@ -32,14 +32,16 @@ from fednlp_bench.privacy.user_level import UserDPParams, UserLevelDP
 USER_SAMPLING_NOTE = (
     "The engine samples a fixed-size cohort uniformly without replacement among the clients that hold data in "
     "the round; epsilon is computed for Poisson sampling with the same rate, clients_per_round / clients holding "
-    "data, round by round (an approximation, standard practice). epsilon_fixed_size is the exact RDP analysis of "
+    "data as recorded with each round's cohort, round by round (an approximation, standard practice); a round "
+    "that sampled nobody releases nothing and is not counted. epsilon_fixed_size is the exact RDP analysis of "
     "sampling without replacement under replace-one neighbours (Wang et al. 2019)."
 )
 SAMPLE_SAMPLING_NOTE = (
     "Clients read Poisson-sampled batches (each row independently with rate batch_size / client size, variable "
     "batch size, gradient sum divided by the expected batch size), the sampling the accountant assumes (Abadi et "
-    "al. 2016; Opacus); epsilon is composed over the local steps of the rounds the client took part in (cohorts "
-    "replayed from the seed); no amplification by client sampling is claimed. Reported: the worst client."
+    "al. 2016; Opacus); epsilon is composed over the local steps of the rounds the client took part in (the "
+    "cohorts the engine recorded; a dropped client counts as having trained); no amplification by client sampling "
+    "is claimed. Reported: the worst client."
 )
 
 CENTRAL_SAMPLING_NOTE = (
