@@ -93,17 +93,18 @@ def test_run_reports_canary_lira_and_counterfactual(tiny_overrides, monkeypatch)
     seen = {}
     original = run_audit.canary_exposure
 
-    def keep(sim, cfg, prep, inserted):
-        seen.update(sim=sim, prep=prep, inserted=inserted, cfg=cfg)
-        return original(sim, cfg, prep, inserted)
+    def keep(finished, inserted):
+        seen.update(finished=finished, inserted=inserted)
+        return original(finished, inserted)
 
     monkeypatch.setattr(run_audit, "canary_exposure", keep)
     overrides = tiny_overrides("threads=1", "privacy.audit=true", "privacy.audit_reference_models=1",
                                "privacy.canaries=4", "privacy.canary_candidates=50")
     rec, path = run(config.resolve("tc", "smoke", overrides))
     saved = json.loads(path.read_text())
-    sim, prep, cfg, inserted = seen["sim"], seen["prep"], seen["cfg"], seen["inserted"]
-    sim.params.copy_(sim.global_params)
+    sim, inserted = seen["finished"], seen["inserted"]  # the read-only view of the finished run
+    prep, cfg = sim.prepared, sim.cfg
+    sim.load_global()
     model, task = sim.model, sim.task
     assert saved["fl"]["n_train"] == 64 + 4
 
