@@ -69,7 +69,8 @@ def guarantee(overrides: list[str]) -> dict:
 def report(name: str, section: dict, at_delta: float | None) -> str:
     user, sample = section["user_level"], section["sample_level"]
     if user is not None:
-        sigma, q, steps, delta = user["noise_multiplier"], user["sampling_rate"], user["accounted_rounds"], user["delta"]
+        sigma, q, steps = user["noise_multiplier"], user["sampling_rate"], user["accounted_rounds"]
+        delta = user["delta"]
         unit = "per client"
     else:
         sigma, q, steps, delta = (sample["noise_multiplier"], sample["worst_client_sampling_rate"],
