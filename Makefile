@@ -13,7 +13,7 @@ RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install peers-install plugin-example test test-fast bench-tc bench-st bench-qa bench-s2s bench-perf bench-peers \
+.PHONY: install peers-install plugin-example test test-fast bench-tc tune-tc bench-st bench-qa bench-s2s bench-perf bench-peers \
 	bench-privacy leaderboard clean
 
 install: $(STAMP)
@@ -31,19 +31,19 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
-# Text classification on BBC News (quick preset): the centralized reference and FedAvg, FedProx,
-# FedAdam, SCAFFOLD under IID and Dirichlet label skew (alpha 1.0 and 0.1), then the table.
-TC_ALGORITHMS := fedavg fedprox fedadam scaffold
+# The tc track (fednlp_bench/tracks/tc.yaml): the centralized reference and every algorithm below on
+# IID, Dirichlet label skew alpha 1.0 and 0.1, quantity skew and health tweets by agency, seeds 0-2,
+# with the committed tuned parameters (fednlp_bench/tracks/tuned/tc/); finished cells are skipped, so
+# an interrupted run resumes. Then the leaderboard and the overview. `make tune-tc` re-tunes.
+TC_ALGORITHMS ?= fedavg fedprox fedadam fedyogi fedadagrad fedavgm scaffold fednova
+JOBS ?= 1
+SUITE = $(BIN)/fednlp-bench suite --results-dir $(RESULTS) --jobs $(JOBS)
 bench-tc: install
-	$(RUN) --task tc --preset quick --algorithm centralized
-	for alg in $(TC_ALGORITHMS); do \
-	  $(RUN) --task tc --preset quick --algorithm $$alg || exit 1; \
-	  for a in 1.0 0.1; do \
-	    $(RUN) --task tc --preset quick --algorithm $$alg --partition dirichlet_label --set partition.alpha=$$a || exit 1; \
-	  done; \
-	done
+	$(SUITE) --track tc $(foreach a,$(TC_ALGORITHMS),--algorithm $(a))
 	$(MAKE) --no-print-directory leaderboard
-	$(BIN)/fednlp-bench table --results $(RESULTS) --task tc
+
+tune-tc: install
+	$(BIN)/fednlp-bench tune --track tc $(foreach a,$(TC_ALGORITHMS) centralized,--algorithm $(a))
 
 # The example third-party plugin (examples/feddyn_plugin): install it like a user would, run its
 # own tests and a smoke benchmark, and check that its result reaches a leaderboard like a built-in's.

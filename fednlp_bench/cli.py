@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_table)
     p = sub.add_parser("list", help="list tasks, algorithms (with plugin sources), partitioners, samplers")
     p.set_defaults(func=cmd_list)
+    from fednlp_bench.suite_cli import register as register_tracks
+
+    register_tracks(sub)  # tune, suite
     try:
         from fednlp_bench.leaderboard.cli import register
     except ImportError:

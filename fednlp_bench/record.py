@@ -25,6 +25,10 @@ Schema version 1 (``SCHEMA_VERSION``)::
     provenance      {git_commit, git_dirty, packages{}, device, python, platform, command}
     config          the full resolved run configuration
     privacy         (optional) DP settings, epsilon/delta and the sampling assumption
+    track           (optional) {name, version} of the benchmark track the run is a cell of
+    tuning          (optional) {protocol, space{}, chosen{}, target, metric, split, partition, seeds[],
+                    scores[{params, val[], mean}]}: how a track run's hyper-parameters were chosen
+                    (on validation; fednlp_bench/tuning.py)
     audit           (optional) membership inference (loss threshold; lira with reference
                     models) and canary exposure {rank, exposure, ...} on the final model
 

@@ -528,7 +528,8 @@ def deviations(cfg: RunConfig, algorithm: algorithms.Algorithm) -> list[str]:
     return out
 
 
-def write_record(parts: Parts) -> tuple[dict, Path]:
+def write_record(parts: Parts, extra: dict[tuple[str, ...], Any] | None = None) -> tuple[dict, Path]:
+    """Merge every component's sections (then ``extra``, e.g. a track's ``track``/``tuning``) into the record."""
     cfg, trainer = parts.cfg, parts.trainer
     wall = parts.elapsed_before + time.perf_counter() - parts.t_start
     sections = [training_sections(parts, wall),
@@ -539,7 +540,7 @@ def write_record(parts: Parts) -> tuple[dict, Path]:
         sizes_at = trainer.clients.sizes if parts.algorithm is not None else None
         sections.append({("privacy",): parts.privacy.summary(trainer.state.cohorts, sizes_at,
                                                              trainer.state.costs.local_steps)})
-    sections += [c.sections for c in parts.callbacks if hasattr(c, "sections")]
+    sections += [c.sections for c in parts.callbacks if hasattr(c, "sections")] + [extra or {}]
     parts.tracker.summary({f"final/{k}": v for k, v in parts.final.final.items()})
     header = {"run_id": parts.run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "preset": cfg.preset, "seed": cfg.seed}
@@ -548,8 +549,11 @@ def write_record(parts: Parts) -> tuple[dict, Path]:
 
 
 # --------------------------------------------------------------------------- run
-def run(cfg: RunConfig) -> tuple[dict, Path | None]:
-    """Run one configuration and write its result record. Returns (record, path)."""
+def run(cfg: RunConfig, extra: dict[tuple[str, ...], Any] | None = None) -> tuple[dict, Path | None]:
+    """Run one configuration and write its result record. Returns (record, path).
+
+    ``extra`` adds record sections the configuration does not hold (the suite runner's ``track``
+    and ``tuning``: fednlp_bench/suite.py)."""
     t_start = time.perf_counter()
     algorithm = validate_up_front(cfg)
     world = World.init_from_env()
@@ -570,7 +574,7 @@ def run(cfg: RunConfig) -> tuple[dict, Path | None]:
     if not world.is_main:
         parts.tracker.finish()
         return {}, None
-    record, path = write_record(parts)
+    record, path = write_record(parts, extra)
     parts.tracker.finish()
     checkpoint.remove(checkpoint_dir(cfg))  # the record is safe; the checkpoint has done its job
     return record, path

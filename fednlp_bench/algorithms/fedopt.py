@@ -38,26 +38,30 @@ from fednlp_bench.hparams import Checked, param
 @dataclass(frozen=True)
 class AdaptiveHParams(Checked):
     _prefix = "algorithm."
-    server_lr: float = param(1e-3, low=0, low_open=True, finite=True)
+    # search: a small slice of Reddi et al.'s grid (server lr 10^-3..10^0 x tau 10^-5..10^-1) around the
+    # scale of a client delta under AdamW at lr ~1e-4 (a few 1e-4 per coordinate), so tau 1e-6 is
+    # sign-like and 1e-4 damps small coordinates
+    server_lr: float = param(1e-3, low=0, low_open=True, finite=True, search=[3e-4, 1e-3, 3e-3])
     beta1: float = param(0.9, low=0, high=1, high_open=True, interval=True)
     beta2: float = param(0.99, low=0, high=1, high_open=True, interval=True)
-    tau: float = param(1e-6, low=0, low_open=True, finite=True, doc="adaptivity; the paper's grid is 1e-1 ... 1e-5")
+    tau: float = param(1e-6, low=0, low_open=True, finite=True, search=[1e-6, 1e-4],
+                       doc="adaptivity; the paper's grid is 1e-1 ... 1e-5")
 
 
 @dataclass(frozen=True)
 class AdagradHParams(Checked):
     _prefix = "algorithm."
-    server_lr: float = param(1e-3, low=0, low_open=True, finite=True)
+    server_lr: float = param(1e-3, low=0, low_open=True, finite=True, search=[3e-4, 1e-3, 3e-3])
     beta1: float = param(0.0, low=0, high=1, high_open=True, interval=True,
                          doc="Reddi et al. use momentum for FedAdagrad too; 0 is plain Adagrad")
-    tau: float = param(1e-6, low=0, low_open=True, finite=True)
+    tau: float = param(1e-6, low=0, low_open=True, finite=True, search=[1e-6, 1e-4])
 
 
 @dataclass(frozen=True)
 class MomentumHParams(Checked):
     _prefix = "algorithm."
-    server_lr: float = param(1.0, low=0, low_open=True, finite=True)
-    momentum: float = param(0.9, low=0, high=1, high_open=True, interval=True)
+    server_lr: float = param(1.0, low=0, low_open=True, finite=True, search=[0.3, 1.0])
+    momentum: float = param(0.9, low=0, high=1, high_open=True, interval=True, search=[0.5, 0.9])
 
 
 class ServerOptimizer(FedAvg):

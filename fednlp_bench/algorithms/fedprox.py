@@ -28,7 +28,7 @@ from fednlp_bench.hparams import Checked, param
 class FedProxHParams(Checked):
     _prefix = "algorithm."
     #: weight of the proximal term; the paper tries {0.001, 0.01, 0.1, 1}
-    mu: float = param(0.01, low=0, finite=True, doc="weight of the proximal term")
+    mu: float = param(0.01, low=0, finite=True, search=[0.001, 0.01, 0.1], doc="weight of the proximal term")
 
 
 class _ProximalTerm(torch.autograd.Function):

@@ -42,7 +42,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass(frozen=True)
 class ScaffoldHParams(Checked):
     _prefix = "algorithm."
-    server_lr: float = param(1.0, low=0, low_open=True, finite=True)
+    server_lr: float = param(1.0, low=0, low_open=True, finite=True, search=[0.5, 1.0, 2.0])
     #: storage dtype of the per-client control variates (CPU memory)
     client_state_dtype: str = param("float32", choices=tuple(_DTYPES))
 
