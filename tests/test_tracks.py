@@ -202,15 +202,18 @@ def _poison_test_labels(monkeypatch):
 
 @pytest.mark.slow
 def test_tuning_and_round_evaluation_never_read_the_test_split(tiny_track, tmp_path, monkeypatch):
+    # the centralized reference tuned over two client learning rates: the cheapest real grid
+    tiny_track.write_text(TINY.replace("seeds: [7]}", "seeds: [7], centralized_client_lr: [1.0e-4, 3.0e-4]}"))
     t = tracks.load(str(tiny_track))
-    clean, _ = tuning.tune(t, "fedprox", folder=tmp_path / "clean", threads=1)
+    clean, _ = tuning.tune(t, "centralized", folder=tmp_path / "clean", threads=1)
+    assert [s["params"] for s in clean["scores"]] == [{"client_lr": 1e-4}, {"client_lr": 3e-4}]
     from fednlp_bench.run import run
 
     cfg = t.run_config("fedavg", "iid", 0, wandb="disabled", progress=False, threads=1,
                        results_dir=str(tmp_path / "results"))
     clean_rec, _ = run(cfg)
     _poison_test_labels(monkeypatch)
-    poisoned, _ = tuning.tune(t, "fedprox", folder=tmp_path / "poisoned", threads=1)
+    poisoned, _ = tuning.tune(t, "centralized", folder=tmp_path / "poisoned", threads=1)
     poisoned_rec, _ = run(cfg)
     # the poison reached the test split: the final test accuracy changed ...
     assert clean_rec["metrics"]["final"]["accuracy"] != poisoned_rec["metrics"]["final"]["accuracy"]
