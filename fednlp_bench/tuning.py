@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import os
 import re
@@ -39,7 +38,6 @@ from fednlp_bench.errors import ConfigError, UserError
 from fednlp_bench.io_utils import atomic_write_json
 from fednlp_bench.track import Track
 
-log = logging.getLogger(__name__)
 
 FILE_FORMAT = 1
 _KEYS = ("format", "track", "protocol", "algorithm", "target", "space", "chosen", "metric", "split", "partition",
