@@ -184,6 +184,26 @@ def test_mean_ci_matches_a_hand_computed_t_interval():
     assert mean_ci([0.5]) == (0.5, None)
 
 
+def test_simple_table_is_the_mean_and_t_interval_of_the_newest_record_per_seed(tiny_track, tmp_path):
+    from fednlp_bench.suite_summary import simple_table
+
+    t = tracks.load(str(tiny_track))
+    results = tmp_path / "results"
+    results.mkdir()
+    cfg = t.run_config("fedavg", "iid", 0, wandb="disabled").to_dict()
+    rows = [(0, 0.70, "2026-01-01"), (1, 0.74, "2026-01-01"), (2, 0.10, "2026-01-01"), (2, 0.75, "2026-01-02")]
+    for i, (seed, acc, created) in enumerate(rows):  # seed 2 re-run later: the newer record counts
+        rec = {"track": {"name": "tiny", "version": 1}, "config": cfg, "seed": seed, "created": created,
+               "algorithm": {"name": "fedavg"}, "metrics": {"primary": "accuracy", "final": {"accuracy": acc}}}
+        (results / f"r{i}.json").write_text(json.dumps(rec))
+    other = {**rec, "track": {"name": "tiny", "version": 2}, "seed": 5}  # another track version: ignored
+    (results / "other.json").write_text(json.dumps(other))
+    (results / "broken.json").write_text("{")
+    line = next(ln for ln in simple_table(t, results).splitlines() if ln.startswith("fedavg"))
+    half = 4.302652729911275 * math.sqrt(0.0007) / math.sqrt(3)  # as in the hand computation above
+    assert line.split()[1:] == ["0.7300", "±", f"{half:.4f}", "(3)"]
+
+
 # --------------------------------------------------------------------------- test split never read
 def _poison_test_labels(monkeypatch):
     """Every test row gets a wrong label: any score computed on test changes."""
@@ -251,8 +271,12 @@ def test_a_killed_suite_resumes_without_redoing_finished_cells(tiny_track, tmp_p
     assert len(after) == 3 and all(after[name] == first[name] for name in first)  # finished cells untouched
     seeds = sorted(json.loads((results / n).read_text())["seed"] for n in after)
     assert seeds == [0, 1, 2]
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    overview = [c for c in cmd if c != "--no-overview"]  # nothing to run: rebuild the board, print the table
+    again = subprocess.run(overview, env=env, capture_output=True, text=True, timeout=600)
     assert "3 cells, 3 already done, 0 run" in again.stderr and _records(results) == after
+    assert (results / "leaderboard" / "README.md").is_file()
+    fedavg_line = next(ln for ln in again.stdout.splitlines() if "fedavg" in ln)
+    assert "±" in fedavg_line and "(3)" in fedavg_line, again.stdout
     # a different configuration is a different cell: one more seed runs one more cell
     listing = subprocess.run([*cmd, "--list", "--seeds", "0,1,2,3"], env=env, capture_output=True, text=True)
     assert [ln.split()[1] for ln in listing.stdout.splitlines()] == ["done"] * 3 + ["missing"]
