@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install peers-install plugin-example test test-fast bench-tc tune-tc bench-st bench-qa bench-s2s bench-perf bench-peers \
-	bench-privacy leaderboard clean
+	bench-privacy bench-lm bench-sampling bench-fairness leaderboard clean
 
 install: $(STAMP)
 
@@ -76,6 +76,23 @@ bench-s2s: install
 	$(RUN) --task s2s --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
 	$(BIN)/fednlp-bench table --results $(RESULTS) --task s2s
 
+# Next-word prediction (quick preset, House of Commons): centralized, FedAvg IID (100 clients), FedAvg natural
+# (one client per speaker). Two runs at a time, one thread each (benchmarks/study.py); records in $(RESULTS)/lm.
+STUDY := $(BIN)/python benchmarks/study.py run
+bench-lm: install
+	$(STUDY) lm --results $(RESULTS)/lm --jobs 2
+
+# Client sampling x setting, 3 seeds, 95% CIs (benchmarks/study.py): lm with ~590 natural clients (speakers),
+# then tc on healthtweets with its 16 natural clients (agencies).
+bench-sampling: install
+	$(STUDY) sampling --results $(RESULTS)/sampling --jobs 2
+	$(STUDY) sampling_tc --results $(RESULTS)/sampling_tc --jobs 2
+
+# Fairness with and without counterfactual data augmentation on the clients, tc and lm, 3 seeds each.
+bench-fairness: install
+	$(STUDY) fairness_tc --results $(RESULTS)/fairness_tc --jobs 2
+	$(STUDY) fairness_lm --results $(RESULTS)/fairness_lm --jobs 2
+
 # Peer frameworks (Flower simulation, flwr-datasets) live in their own venv: they pin packages
 # (datasets<5) that the main stack does not accept. Torch first, so the CPU build is kept.
 PEERS_VENV ?= .venv-peers
@@ -106,7 +123,8 @@ bench-perf: install
 	$(MAKE) --no-print-directory bench-peers
 
 # Privacy and leakage on the quick tc preset: FedAvg vs DP-FedAvg at several user-level epsilons
-# vs sample-level DP-SGD, each with the membership (loss threshold + offline LiRA) and canary audits.
+# vs sample-level DP-SGD, each with the membership (loss threshold + offline LiRA) and canary audits;
+# then canary extraction by model inversion (tc and lm) for 1, 4, 16 copies and, at 16, with each defence.
 PRIVACY_RESULTS := $(RESULTS)/privacy
 PRIVACY_AUDIT := --set privacy.audit=true --set privacy.audit_reference_models=2 --set privacy.canaries=10
 PRIVACY_EPSILONS := 50 8 1
@@ -119,6 +137,8 @@ bench-privacy: install
 	$(BIN)/fednlp-bench run --results-dir $(PRIVACY_RESULTS) --task tc --preset quick --algorithm fedavg $(PRIVACY_AUDIT) \
 	  --set privacy.sample_level=true --set privacy.sample_noise=1.0
 	$(BIN)/python benchmarks/privacy_table.py $(PRIVACY_RESULTS)
+	$(STUDY) canary_tc --results $(PRIVACY_RESULTS)/canary_tc --jobs 2
+	$(STUDY) canary_lm --results $(PRIVACY_RESULTS)/canary_lm --jobs 2
 
 leaderboard: install
 	$(BIN)/fednlp-bench leaderboard --results leaderboard/results $(if $(wildcard $(RESULTS)),--results $(RESULTS)) --out leaderboard

@@ -110,6 +110,12 @@ class PrivacyConfig(Checked):
     audit_reference_models: int = param(0, low=0, doc="> 0 adds offline LiRA with this many reference models")
     canaries: int = param(0, low=0, doc="> 0 inserts this many copies of a secret-carrying canary into one client")
     canary_candidates: int = param(1000, low=0, doc="random secrets the true one is ranked against (exposure)")
+    canary_attack: str = param("exposure", choices=("exposure", "invert"),
+                               doc="exposure: rank the secret by loss; invert: white-box model inversion")
+    canary_count: int = param(10, low=1, high=24, doc="invert: distinct 4-digit canaries (one per prefix key), "
+                                                      "each inserted privacy.canaries times")
+    model_dropout: float | None = param(None, low=0.0, high=1.0, high_open=True, interval=True,
+                                        doc="hidden/attention dropout while training (None: the checkpoint's)")
 
 
 @dataclass
@@ -117,7 +123,10 @@ class FairnessConfig(Checked):
     """Fairness probes of the final model (per-client distribution is always in the record)."""
 
     _prefix = "fairness."
-    counterfactual: bool = param(True, doc="gender-term swap probe on the test set (tasks with encode_texts)")
+    counterfactual: bool = param(True, doc="gender-term swap probe on the test set (tc, st, lm; docs/privacy.md)")
+    cda: bool = param(False, doc="counterfactual data augmentation: each client adds gender-swapped copies of its rows")
+    sensitivity: bool = param(False, doc="prediction sensitivity (Krishna et al. 2022) on the test set")
+    intrinsic: bool = param(False, doc="SEAT-style association test over the encoder's sentence representations")
 
 
 @dataclass
@@ -265,9 +274,9 @@ def check_privacy(cfg: RunConfig) -> None:
                           f"got {pv.canary_candidates}")
     if pv.audit_reference_models and not pv.audit:
         raise ConfigError("privacy.audit_reference_models needs privacy.audit=true")
-    if (pv.canaries or pv.audit_reference_models) and cfg.task != "tc":
-        raise ConfigError(f"privacy.canaries and privacy.audit_reference_models support task tc, "
-                          f"not {cfg.task!r}")
+    if cfg.fairness.cda and cfg.fl.continual:
+        raise ConfigError("fairness.cda needs the static setting (fl.continual=false): augmented copies "
+                          "would arrive out of the clients' order")
     if pv.canaries and cfg.fl.continual:
         raise ConfigError("privacy.canaries needs the static setting (fl.continual=false)")
     if pv.user_noise is not None and pv.user_target_epsilon is not None:

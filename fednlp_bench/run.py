@@ -22,10 +22,21 @@ import numpy as np
 import torch
 
 from fednlp_bench import algorithms, checkpoint, partitioners, provenance, sampling, tasks
+from fednlp_bench.audit import capabilities
 from fednlp_bench.aggregation import make_aggregator
 from fednlp_bench.algorithms import CENTRALIZED
 from fednlp_bench.algorithms.base import read_only
-from fednlp_bench.audit.callbacks import CanaryAudit, ClientFairness, CounterfactualProbe, MembershipAudit
+from fednlp_bench.audit.callbacks import (
+    CanaryAudit,
+    CanaryInversion,
+    ClientFairness,
+    CounterfactualAugmentation,
+    CounterfactualProbe,
+    IntrinsicBias,
+    MembershipAudit,
+    PredictionSensitivity,
+    RunEndAudit,
+)
 from fednlp_bench.audit.view import FinishedRun
 from fednlp_bench.batching import TokenizedData
 from fednlp_bench.callbacks import (
@@ -261,6 +272,7 @@ def resolve_algorithm(cfg: RunConfig) -> algorithms.Algorithm | None:
 def validate_up_front(cfg: RunConfig) -> algorithms.Algorithm | None:
     """Checks that need registries, before any data is prepared or a file written."""
     tasks.get(cfg.task)
+    capabilities.require(cfg)  # audits and probes the options ask for vs the capabilities the task declares
     sampling.get(cfg.fl.sampler)
     alg = resolve_algorithm(cfg)
     partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed, **cfg.partition.params)
@@ -303,7 +315,8 @@ class Parts:
     run_id: str
     tracker: Tracker
     progress: ProgressBar | None = None
-    canary: CanaryAudit | None = None
+    canary: RunEndAudit | None = None  # CanaryAudit (exposure) or CanaryInversion, inserted before training
+    cda: CounterfactualAugmentation | None = None
     elapsed_before: float = 0.0
     t_start: float = field(default_factory=time.perf_counter)
 
@@ -333,7 +346,12 @@ class Parts:
 def build_model(cfg: RunConfig, prep: Prepared) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # deterministic head initialisation
-        return prep.task.build_model(prep.model_path, prep.info)
+        model = prep.task.build_model(prep.model_path, prep.info)
+    if cfg.privacy.model_dropout is not None:  # the dropout defence against canary extraction
+        from fednlp_bench.audit.inversion_audit import set_model_dropout
+
+        set_model_dropout(model, cfg.privacy.model_dropout)
+    return model
 
 
 def build_privacy(cfg: RunConfig, prep: Prepared, data: RunData, algorithm) -> Any:
@@ -419,6 +437,8 @@ def build_callbacks(parts: Parts) -> None:
         return
     cb.append(parts.final)
     cb.append(ClientFairness(parts.final, parts.prep.task.primary_metric))
+    if parts.cda is not None:
+        cb.append(parts.cda)
     if cfg.privacy.audit:
         cb.append(MembershipAudit(parts.finished, cfg.privacy.audit_reference_models))
     if parts.canary is not None:
@@ -426,15 +446,24 @@ def build_callbacks(parts: Parts) -> None:
         cb.append(parts.canary)
     if cfg.fairness.counterfactual:
         cb.append(CounterfactualProbe(parts.finished))
+    if cfg.fairness.sensitivity:
+        cb.append(PredictionSensitivity(parts.finished))
+    if cfg.fairness.intrinsic:
+        cb.append(IntrinsicBias(parts.finished))
 
 
 def build(cfg: RunConfig, algorithm, world: World, device: torch.device) -> Parts:
     """Prepare the data and wire the run's components (nothing trains yet)."""
     prep = prepare(cfg)
     data = assemble_data(cfg, prep, algorithm is None)
+    cda = None
+    if cfg.fairness.cda:  # fairness mitigation: each client adds gender-swapped copies of its own rows
+        cda = CounterfactualAugmentation()
+        cda.apply(prep, data.client_train, cfg.data.max_len)
     canary = None
-    if cfg.privacy.canaries:  # privacy audit: a secret-carrying canary in one client's data
-        canary = CanaryAudit(finished=None)  # measured at run end on the view build_callbacks hands it
+    if cfg.privacy.canaries:  # privacy audit: secret-carrying canaries in one client's data
+        # measured at run end on the view build_callbacks hands it
+        canary = CanaryInversion(finished=None) if cfg.privacy.canary_attack == "invert" else CanaryAudit(None)
         plan = None if algorithm is None else sampling.CohortSchedule(
             cfg.fl.sampler, cfg.fl.clients_per_round, cfg.seed).plan(cfg.fl.rounds, np.array(
                 [len(c) for c in data.client_train]))
@@ -451,7 +480,7 @@ def build(cfg: RunConfig, algorithm, world: World, device: torch.device) -> Part
     parts = Parts(cfg, prep, data, world, device, algorithm, privacy, trainer, evaluation,
                   FinalEvaluation(tester, data.client_test, evaluation), CallbackList(), run_id,
                   Tracker(cfg.wandb if world.is_main else "disabled", cfg.results_dir, run_id, cfg.to_dict()),
-                  progress=progress, canary=canary)
+                  progress=progress, canary=canary, cda=cda)
     build_callbacks(parts)
     return parts
 

@@ -24,6 +24,7 @@ TASKS.add("tc", "fednlp_bench.tasks.text_classification:TextClassification")
 TASKS.add("st", "fednlp_bench.tasks.sequence_tagging:SequenceTagging")
 TASKS.add("qa", "fednlp_bench.tasks.extractive_qa:ExtractiveQA")
 TASKS.add("s2s", "fednlp_bench.tasks.seq2seq:Seq2Seq")
+TASKS.add("lm", "fednlp_bench.tasks.language_modeling:LanguageModeling")
 
 
 def available() -> list[str]:
@@ -31,7 +32,7 @@ def available() -> list[str]:
 
 
 def get(name: str) -> TaskAdapter:
-    """A new adapter instance for task ``name`` (tc, st, qa, s2s, or a plugin's)."""
+    """A new adapter instance for task ``name`` (tc, st, qa, s2s, lm, or a plugin's)."""
     return TASKS.get(name)()
 
 

@@ -76,12 +76,41 @@ def _share(directory: Path) -> None:
         os.chmod(sub, 0o755 if sub.is_dir() else 0o644)
 
 
+#: The optional capabilities a task adapter can declare in ``TaskAdapter.capabilities``, each with the
+#: method(s) it promises. Audits, probes and data transformations ask for capabilities, never for task
+#: names (docs/tasks.md, "Task capabilities"); a run that needs one the task lacks stops with a
+#: ConfigError naming it.
+CAPABILITIES: dict[str, str] = {
+    "example_loss": "per_example_loss(model, batch) -> (B,) training loss of each example of a collated batch; "
+                    "example_losses(model, data, rows, batch_size, pad_id, device) -> (len(rows),) per row",
+    "confidence": "example_confidences(model, data, rows, batch_size, pad_id, device) -> (len(rows),) LiRA's "
+                  "logit-scaled confidence phi = log p - log(1 - p)",
+    "encode_texts": "encode_texts(texts, labels, tokenizer, max_len) -> TokenizedData: free texts as rows of "
+                    "this task (probes, canaries), tokenized exactly as the training data",
+    "canary_rows": "encode_canaries(prefixes, secrets, labels, tokenizer, max_len) -> TokenizedData: training "
+                   "rows that carry a secret after a non-sensitive prefix",
+    "class_logits": "logits(model, data, rows, batch_size, pad_id, device) -> (len(rows), classes)",
+    "embedding_logits": "embedding_logits(model, inputs_embeds, attention_mask) -> (B, classes) from word "
+                        "embeddings (white-box attacks, prediction sensitivity); input_embeddings(model)",
+    "sequence_logprob": "sequence_logprobs(model, data, rows, batch_size, pad_id, device) -> (len(rows),) total "
+                        "log-likelihood of each text",
+    "next_token_logits": "next_token_logits(model, input_ids, attention_mask) -> (B, vocab) log-probabilities "
+                         "of the token after each (right-padded) sequence, over the tokenizer's ids",
+    "word_tags": "predict() gives one tag id per word of encode_texts' whitespace-split texts",
+    "encoder": "encoder(model) -> the module mapping (input_ids, attention_mask) to last_hidden_state",
+    "counterfactual_copies": "counterfactual_copies(ds, rows, tokenizer, max_len, swap) -> (TokenizedData, "
+                             "source rows): rows with every text field rewritten by swap(text) -> (text, n)",
+}
+
+
 class TaskAdapter(ABC):
     """Base class of task adapters. Subclasses set ``name`` and ``primary_metric``."""
 
     name: str = ""
     primary_metric: str = ""
     default_dataset: str = ""
+    #: optional capabilities (keys of :data:`CAPABILITIES`) this adapter implements
+    capabilities: ClassVar[frozenset[str]] = frozenset()
     # what load() dispatches on: packaged dataset names (offline) and hub aliases (value[:2] = id, config)
     packaged: ClassVar[Mapping[str, Any]] = {}
     hub_aliases: ClassVar[Mapping[str, tuple]] = {}
@@ -279,3 +308,44 @@ class TaskAdapter(ABC):
     def info(self, ds) -> dict:
         """Facts the model builder needs (e.g. label names)."""
         return {}
+
+    # --- optional capabilities (see CAPABILITIES) -------------------------------
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        """Whether this adapter declares ``capability`` (a key of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown task capability '{capability}' (known: {', '.join(sorted(CAPABILITIES))})")
+        return capability in cls.capabilities
+
+    def example_losses(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int,
+                       device) -> np.ndarray:
+        """``per_example_loss`` over ``rows`` ("example_loss"; one collated row = one example here)."""
+        return self.map_rows(model, data, rows, batch_size, pad_id, device, self.per_example_loss)
+
+    def per_example_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Default "example_loss": the classification / token-classification losses of
+        :func:`fednlp_bench.privacy.per_sample.per_example_loss`."""
+        from fednlp_bench.privacy.per_sample import per_example_loss
+
+        return per_example_loss(model, batch)
+
+    def example_confidences(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int,
+                            device) -> np.ndarray:
+        """Default "confidence": ``phi = log p - log(1 - p)`` with ``p = exp(-loss)``.
+
+        For a classifier ``p`` is the probability of the true label (LiRA's statistic, Carlini et
+        al. 2022); for a sequence it is the geometric mean of the token probabilities, the
+        per-token likelihood whose logit LiRA uses for language models.
+        """
+        loss = np.maximum(self.example_losses(model, data, rows, batch_size, pad_id, device), 1e-12)
+        return -loss - np.log(-np.expm1(-loss))
+
+    def encoder(self, model) -> torch.nn.Module:
+        """Default "encoder": the HF base model (BertModel inside a BertFor... head)."""
+        return model.base_model
+
+    def encode_canaries(self, prefixes: list[str], secrets: list[str], labels, tokenizer,
+                        max_len: int) -> TokenizedData:
+        """Default "canary_rows": ``prefix + " " + secret`` through ``encode_texts``."""
+        texts = [f"{p} {s}" for p, s in zip(prefixes, secrets)]
+        return self.encode_texts(texts, labels, tokenizer, max_len)

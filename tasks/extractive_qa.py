@@ -65,6 +65,7 @@ class ExtractiveQA(TaskAdapter):
     dataset_kind = "QA"
     packaged_note = "offline, cloze QA"
     files_note = "a SQuAD .json file or directory"
+    capabilities = frozenset({"example_loss", "confidence", "canary_rows", "encoder"})
 
     # --- loading --------------------------------------------------------------
     def _cloze(self, dataset: str) -> list[dict]:
@@ -161,6 +162,49 @@ class ExtractiveQA(TaskAdapter):
     def predict(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int, device) -> dict:
         """Per example (row): the best character span over all its windows."""
         return qa_windows.predict(model, data, rows, batch_size, pad_id, device)
+
+    # --- capabilities ------------------------------------------------------------
+    def per_example_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per *window*: the mean of the start and end cross-entropies (the HF QA training loss)."""
+        import torch.nn.functional as F
+
+        inputs = {k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")}
+        out = model(**inputs)
+        start = F.cross_entropy(out.start_logits.float(), batch["start_positions"], reduction="none")
+        end = F.cross_entropy(out.end_logits.float(), batch["end_positions"], reduction="none")
+        return (start + end) / 2
+
+    def example_losses(self, model, data: TokenizedData, rows: np.ndarray, batch_size: int, pad_id: int,
+                       device) -> np.ndarray:
+        """Per question: the mean window loss over all its windows (the loss training minimises)."""
+        rows = np.asarray(rows)
+        out = np.zeros(len(rows))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), max(1, batch_size // 4)):
+                    chunk = rows[start : start + max(1, batch_size // 4)]
+                    _, owner = qa_windows.windows_of(data, chunk)
+                    batch = {k: v.to(device) for k, v in qa_windows.collate(data, chunk, pad_id).items()}
+                    per_window = self.per_example_loss(model, batch).double().cpu().numpy()
+                    out[start : start + len(chunk)] = (np.bincount(owner, per_window, minlength=len(chunk))
+                                                       / np.bincount(owner, minlength=len(chunk)))
+        finally:
+            model.train(was_training)
+        return out
+
+    def encode_canaries(self, prefixes: list[str], secrets: list[str], labels, tokenizer,
+                        max_len: int) -> TokenizedData:
+        """Cloze rows: context ``prefix secret .``, question ``prefix @placeholder``, answer = the secret.
+
+        Extractive QA reads the answer from the context, so a canary can only be memorised through
+        the question/context association; exposure is expected to stay low (docs/privacy.md)."""
+        contexts = [f"{p} {s} ." for p, s in zip(prefixes, secrets)]
+        questions = [f"{p} {cloze_qa.PLACEHOLDER}" for p in prefixes]
+        starts = [[len(p) + 1] for p in prefixes]
+        ends = [[len(p) + 1 + len(s)] for p, s in zip(prefixes, secrets)]
+        return qa_windows.featurize(tokenizer, questions, contexts, starts, ends, max_len)
 
     def score(self, predictions, data: TokenizedData, rows: np.ndarray) -> dict[str, float]:
         ctx, a_s, a_e = data.ragged["context"], data.ragged["answer_starts"], data.ragged["answer_ends"]

@@ -89,6 +89,7 @@ class Seq2Seq(TaskAdapter):
     dataset_kind = "seq2seq"
     packaged_note = "offline, headlines"
     files_note = "a .jsonl file or directory with source/target"
+    capabilities = frozenset({"example_loss", "confidence", "canary_rows", "encoder", "counterfactual_copies"})
 
     def __init__(self) -> None:
         self._tokenizer = None  # set by featurize(); predict() decodes with it
@@ -151,14 +152,8 @@ class Seq2Seq(TaskAdapter):
         return super().featurize(ds, tokenizer, max_len, key)
 
     def _featurize(self, ds, tokenizer, max_len: int) -> TokenizedData:
-        sources = ds.data.column("source").to_pylist()
-        targets = ds.data.column("target").to_pylist()
-        enc = tokenizer(sources, truncation=True, max_length=max_len)
-        return TokenizedData(ragged={
-            "input_ids": Ragged.from_lists(enc["input_ids"]),
-            "labels": Ragged.from_lists(target_ids(tokenizer, targets)),
-            "reference": strings_to_ragged(targets),
-        })
+        return self._pairs(ds.data.column("source").to_pylist(), ds.data.column("target").to_pylist(),
+                           tokenizer, max_len)
 
     def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)
@@ -201,6 +196,45 @@ class Seq2Seq(TaskAdapter):
         keys = list(ids)
         texts = self._tokenizer.batch_decode([ids[k] for k in keys], skip_special_tokens=True)
         return dict(zip(keys, (t.strip() for t in texts)))
+
+    # --- capabilities ------------------------------------------------------------
+    def per_example_loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean token cross-entropy of each target (teacher forcing from the labels, as in training)."""
+        import torch.nn.functional as F
+
+        labels = batch["labels"]
+        logits = model(**batch).logits.float()
+        tok = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+        return tok.sum(1) / (labels != -100).sum(1).clamp(min=1)
+
+    def encoder(self, model) -> torch.nn.Module:
+        return model.get_encoder()
+
+    def _pairs(self, sources: list[str], targets: list[str], tokenizer, max_len: int) -> TokenizedData:
+        enc = tokenizer(list(sources), truncation=True, max_length=max_len)
+        return TokenizedData(ragged={
+            "input_ids": Ragged.from_lists(enc["input_ids"]),
+            "labels": Ragged.from_lists(target_ids(tokenizer, list(targets))),
+            "reference": strings_to_ragged(list(targets)),
+        })
+
+    def encode_canaries(self, prefixes: list[str], secrets: list[str], labels, tokenizer,
+                        max_len: int) -> TokenizedData:
+        """Source = the prefix, target = prefix + secret: only a model that memorised the secret
+        can generate it (a canary in both source and target would be copied, not memorised)."""
+        return self._pairs(prefixes, [f"{p} {s}" for p, s in zip(prefixes, secrets)], tokenizer, max_len)
+
+    def counterfactual_copies(self, ds, rows: np.ndarray, tokenizer, max_len: int, swap):
+        """Pairs whose source or target ``swap`` changes, both rewritten; (TokenizedData, source rows)."""
+        sources, targets = ds.data.column("source").to_pylist(), ds.data.column("target").to_pylist()
+        new_s, new_t, src = [], [], []
+        for r in np.asarray(rows).tolist():
+            (a, n1), (b, n2) = swap(sources[r]), swap(targets[r])
+            if n1 or n2:
+                new_s.append(a)
+                new_t.append(b)
+                src.append(r)
+        return self._pairs(new_s, new_t, tokenizer, max_len), np.asarray(src, dtype=np.int64)
 
     def score(self, predictions, data: TokenizedData, rows: np.ndarray) -> dict[str, float]:
         rows = np.asarray(rows).tolist()

@@ -168,6 +168,11 @@ class SequenceTagging(TaskAdapter):
     dataset_kind = "sequence-tagging"
     packaged_note = "offline, silver NER"
     files_note = "a CoNLL file or directory"
+    capabilities = frozenset({"example_loss", "confidence", "encode_texts", "canary_rows", "word_tags", "encoder",
+                              "counterfactual_copies"})
+
+    def __init__(self) -> None:
+        self._tag_names: list[str] | None = None  # set by featurize(); encode_texts() needs the tag vocabulary
 
     # --- loading --------------------------------------------------------------
     def _silver(self, dataset: str):
@@ -264,14 +269,20 @@ class SequenceTagging(TaskAdapter):
         return {"label_names": list(ds.features["tags"].feature.names)}
 
     # --- features -------------------------------------------------------------
+    def featurize(self, ds, tokenizer, max_len: int, key: str) -> TokenizedData:
+        self._tag_names = self.info(ds)["label_names"]
+        return super().featurize(ds, tokenizer, max_len, key)
+
     def _featurize(self, ds, tokenizer, max_len: int) -> TokenizedData:
+        return self._encode_words(ds.data.column("words").to_pylist(), _ragged_column(ds, "tags"), tokenizer,
+                                  max_len, self.info(ds)["label_names"])
+
+    def _encode_words(self, words: list[list[str]], word_tags: Ragged, tokenizer, max_len: int,
+                      names: list[str]) -> TokenizedData:
         if not getattr(tokenizer, "is_fast", False):
             raise DatasetError("sequence tagging needs a fast tokenizer (word_ids) for label alignment")
-        words = ds.data.column("words").to_pylist()
-        word_tags = _ragged_column(ds, "tags")
         enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len)
         labels, label_words = align_labels([enc.word_ids(i) for i in range(len(words))], word_tags)
-        names = self.info(ds)["label_names"]
         return TokenizedData(
             ragged={
                 "input_ids": Ragged.from_lists(enc["input_ids"]),
@@ -282,6 +293,44 @@ class SequenceTagging(TaskAdapter):
             # not per row: the tag vocabulary, so that score() needs no other state
             columns={"tag_names": np.array(names, dtype=np.str_)},
         )
+
+    def _names(self) -> list[str]:
+        if self._tag_names is None:
+            raise RuntimeError("sequence tagging encode_texts() needs featurize() to have been called (tag names)")
+        return self._tag_names
+
+    def encode_texts(self, texts: list[str], labels, tokenizer, max_len: int) -> TokenizedData:
+        """White-space words of each text, every word tagged ``labels[i]`` (a tag id; ``None``: all ``O``)."""
+        words = [t.split() for t in texts]
+        tags = [[0 if labels is None else int(labels[i])] * len(w) for i, w in enumerate(words)]
+        return self._encode_words(words, Ragged.from_lists(tags), tokenizer, max_len, self._names())
+
+    def encode_canaries(self, prefixes: list[str], secrets: list[str], labels, tokenizer,
+                        max_len: int) -> TokenizedData:
+        """Prefix words tagged ``O``, the secret's words ``B-``/``I-CARDINAL`` when the tag set has them
+        (a number, as OntoNotes tags it), else ``O``."""
+        names = self._names()
+        b, i = (names.index(t) if t in names else 0 for t in ("B-CARDINAL", "I-CARDINAL"))
+        words, tags = [], []
+        for p, sec in zip(prefixes, secrets):
+            pw, sw = p.split(), sec.split()
+            words.append(pw + sw)
+            tags.append([0] * len(pw) + [b] + [i] * (len(sw) - 1))
+        return self._encode_words(words, Ragged.from_lists(tags), tokenizer, max_len, names)
+
+    def counterfactual_copies(self, ds, rows: np.ndarray, tokenizer, max_len: int, swap):
+        """Sentences whose words ``swap`` changes (word by word, so tags stay aligned), same tags."""
+        words = ds.data.column("words").to_pylist()
+        tags = _ragged_column(ds, "tags")
+        new, new_tags, src = [], [], []
+        for r in np.asarray(rows).tolist():
+            swapped = [swap(w) for w in words[r]]
+            if any(n for _, n in swapped):
+                new.append([w for w, _ in swapped])
+                new_tags.append(tags.get(r).tolist())
+                src.append(r)
+        data = self._encode_words(new, Ragged.from_lists(new_tags), tokenizer, max_len, self._names())
+        return data, np.asarray(src, dtype=np.int64)
 
     def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)

@@ -139,6 +139,8 @@ class TextClassification(TaskAdapter):
     hub_aliases = HUB_ALIASES
     dataset_kind = "text-classification"
     files_note = "a .csv/.jsonl file or directory"
+    capabilities = frozenset({"example_loss", "confidence", "encode_texts", "canary_rows", "class_logits",
+                              "embedding_logits", "encoder", "counterfactual_copies"})
 
     # --- loading --------------------------------------------------------------
     def _load_packaged(self, dataset: str, split_seed: int, test_fraction: float):
@@ -232,6 +234,28 @@ class TextClassification(TaskAdapter):
             return m(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
         return self.map_rows(model, data, rows, batch_size, pad_id, device, fn)
+
+    def embedding_logits(self, model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class logits from word embeddings (B, T, H) instead of token ids (position embeddings are added
+        by the model as usual): the differentiable input of white-box attacks and prediction sensitivity."""
+        return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+
+    def input_embeddings(self, model) -> torch.nn.Embedding:
+        """The word-embedding table whose rows :meth:`embedding_logits` expects."""
+        return model.get_input_embeddings()
+
+    def counterfactual_copies(self, ds, rows: np.ndarray, tokenizer, max_len: int, swap):
+        """Rows whose text ``swap`` changes, rewritten with the same label; (TokenizedData, source rows)."""
+        texts = ds.data.column("text").to_pylist()
+        labels = ds.data.column("label").to_numpy()
+        new, src = [], []
+        for r in np.asarray(rows).tolist():
+            text, n = swap(texts[r])
+            if n:
+                new.append(text)
+                src.append(r)
+        src_rows = np.asarray(src, dtype=np.int64)
+        return self.encode_texts(new, labels[src_rows], tokenizer, max_len), src_rows
 
     def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
         ids, mask = data.ragged["input_ids"].pad_with_mask(rows, pad_id)

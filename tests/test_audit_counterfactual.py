@@ -57,8 +57,8 @@ def test_tokenized_data_concat():
 def test_audit_options_are_checked():
     with pytest.raises(ConfigError, match="privacy.audit_reference_models needs privacy.audit"):
         config.resolve("tc", "smoke", ["privacy.audit_reference_models=2"])
-    with pytest.raises(ConfigError, match="support task tc, not 'st'"):
-        config.resolve("st", "smoke", ["privacy.canaries=3"])
+    with pytest.raises(ConfigError, match="fairness.sensitivity needs the task capability 'embedding_logits'"):
+        config.resolve("st", "smoke", ["fairness.sensitivity=true"])  # capabilities, not task names
     with pytest.raises(ConfigError, match="privacy.canaries"):
         config.resolve("tc", "smoke", ["privacy.canaries=-1"])
     with pytest.raises(ConfigError, match="canary_candidates"):

@@ -29,7 +29,19 @@ class Canary:
     label: int = 0
 
     def text(self, secret: str | None = None) -> str:
-        return self.template.format(secret=" ".join(secret if secret is not None else self.secret))
+        return self.template.format(secret=self.spaced(secret))
+
+    def spaced(self, secret: str | None = None) -> str:
+        """The secret (or another one) as written in the text: one symbol per word."""
+        return " ".join(secret if secret is not None else self.secret)
+
+    @property
+    def prefix(self) -> str:
+        """The non-sensitive words before the secret (the template must end with ``{secret}``)."""
+        head, sep, tail = self.template.partition("{secret}")
+        if not sep or tail.strip():
+            raise ValueError(f"canary template must end with '{{secret}}', got {self.template!r}")
+        return head.strip()
 
 
 def make_canary(rng: np.random.Generator, length: int = 6, alphabet: str = DIGITS,

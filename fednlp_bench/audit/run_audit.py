@@ -15,12 +15,13 @@ available as :func:`fednlp_bench.audit.membership_inference.lira_offline_scores`
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from fednlp_bench.audit import membership_inference as mia
+from fednlp_bench.audit.rows import append_rows
 from fednlp_bench.audit.view import FinishedRun
 
 
@@ -32,13 +33,19 @@ def example_losses(
     pad_id: int,
     device: torch.device,
     batch_size: int,
-    loss_fn: Callable | None = None,
 ) -> np.ndarray:
-    """Per-example losses of ``model`` on ``rows`` of a tokenized split (eval mode, no gradients)."""
-    from fednlp_bench.privacy.per_sample import per_example_loss
+    """Per-example losses of ``model`` on ``rows`` of a tokenized split (the task's "example_loss")."""
+    require(task, "example_loss", "the loss-threshold attack and canary exposure")
+    return np.asarray(task.example_losses(model, data, np.asarray(rows), batch_size, pad_id, device))
 
-    loss_fn = loss_fn or getattr(task, "per_example_loss", None) or per_example_loss
-    return task.map_rows(model, data, np.asarray(rows), batch_size, pad_id, device, loss_fn)
+
+def require(task: Any, capability: str, purpose: str) -> None:
+    """Raise a ConfigError naming ``capability`` if ``task`` does not declare it."""
+    from fednlp_bench.errors import ConfigError
+
+    if not task.supports(capability):
+        raise ConfigError(f"{purpose} needs the task capability '{capability}', which task '{task.name}' does "
+                          f"not declare (see docs/tasks.md)")
 
 
 def membership_audit(
@@ -101,7 +108,7 @@ LIRA_CALIBRATION_NOTE = (
 
 
 def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
-    """Offline LiRA (Carlini et al. 2022) of the final global model, for classification tasks.
+    """Offline LiRA (Carlini et al. 2022) of the final global model, for tasks with "confidence".
 
     The test split is halved (seeded): half A are the audited non-members, half B trains
     ``n_reference`` reference models (same architecture and initialisation recipe, plain AdamW)
@@ -114,7 +121,7 @@ def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
-    cfg, prep, participated = run.cfg, run.prepared, run.participated
+    cfg, participated = run.cfg, run.participated
     task, test = run.task, run.test_data
     rng = np.random.default_rng([cfg.seed, 7919])
     order = rng.permutation(len(test))
@@ -122,18 +129,20 @@ def lira_audit(run: FinishedRun, n_reference: int) -> dict[str, Any]:
     members = [c for c in range(len(run.client_train)) if participated[c] and len(run.client_train[c])]
     member_rows = np.concatenate([run.client_train[c] for c in members]).astype(np.int64)
     bs, pad, device = cfg.fl.eval_batch_size, run.pad_id, run.device
+    require(task, "confidence", "offline LiRA")
     run.load_global()
-    y_mem = run.train_data.columns["labels"][member_rows]
-    y_out = test.columns["labels"][half_a]
-    target = np.r_[mia.logit_confidence(task.logits(run.model, run.train_data, member_rows, bs, pad, device), y_mem),
-                   mia.logit_confidence(task.logits(run.model, test, half_a, bs, pad, device), y_out)]
+
+    def phi(model: torch.nn.Module) -> np.ndarray:  # LiRA's statistic on members, then on half A
+        return np.r_[task.example_confidences(model, run.train_data, member_rows, bs, pad, device),
+                     task.example_confidences(model, test, half_a, bs, pad, device)]
+
+    target = phi(run.model)
     passes = run.train_examples / max(len(member_rows), 1)
     steps = max(1, int(round(passes * len(half_b) / cfg.fl.batch_size)))
     reference = []
     for k in range(n_reference):
         model = _reference_model(run, half_b, steps, k)
-        reference.append(np.r_[mia.logit_confidence(task.logits(model, run.train_data, member_rows, bs, pad, device), y_mem),
-                               mia.logit_confidence(task.logits(model, test, half_a, bs, pad, device), y_out)])
+        reference.append(phi(model))
         del model
     scores = mia.lira_offline_scores(target, np.stack(reference))
     out = mia.roc_metrics(scores[: len(member_rows)], scores[len(member_rows) :])
@@ -193,10 +202,12 @@ def insert_canary(cfg: Any, prep: Any, client_train: list[np.ndarray], participa
     n_labels = len(prep.info.get("label_names", [])) or 1
     canary = make_canary(rng, length=6, label=int(rng.integers(n_labels)))
     client = 0 if participation is None else int(np.argmax(participation))
-    extra = prep.task.encode_texts([canary.text()] * cfg.privacy.canaries, [canary.label] * cfg.privacy.canaries,
-                                   prep.tokenizer, cfg.data.max_len)
+    require(prep.task, "canary_rows", "privacy.canaries")
+    n = cfg.privacy.canaries
+    extra = prep.task.encode_canaries([canary.prefix] * n, [canary.spaced()] * n, [canary.label] * n,
+                                      prep.tokenizer, cfg.data.max_len)
     start = len(prep.train)
-    prep.train = prep.train.concat(extra)
+    prep.train = append_rows(prep.train, extra)
     client_train[client] = np.concatenate([client_train[client], np.arange(start, len(prep.train))])
     return {"canary": canary, "client": client, "rows": np.arange(start, len(prep.train))}
 
@@ -208,10 +219,11 @@ def canary_exposure(run: FinishedRun, inserted: dict[str, Any]) -> dict[str, Any
     canary, cfg, prep = inserted["canary"], run.cfg, run.prepared
     rng = np.random.default_rng([cfg.seed, 104729, 1])
     candidates = candidate_secrets(rng, canary, cfg.privacy.canary_candidates)
-    texts = [canary.text()] + [canary.text(s) for s in candidates]
-    data = prep.task.encode_texts(texts, [canary.label] * len(texts), prep.tokenizer, cfg.data.max_len)
+    secrets = [canary.spaced()] + [canary.spaced(s) for s in candidates]
+    data = prep.task.encode_canaries([canary.prefix] * len(secrets), secrets, [canary.label] * len(secrets),
+                                     prep.tokenizer, cfg.data.max_len)
     run.load_global()
-    losses = example_losses(run.model, run.task, data, np.arange(len(texts)), run.pad_id, run.device,
+    losses = example_losses(run.model, run.task, data, np.arange(len(secrets)), run.pad_id, run.device,
                             cfg.fl.eval_batch_size)
     out = exposure(float(losses[0]), losses[1:], space_size=len(DIGITS) ** len(canary.secret))
     rounds = 0 if run.centralized else int(run.participation[inserted["client"]])
@@ -223,31 +235,48 @@ def canary_exposure(run: FinishedRun, inserted: dict[str, Any]) -> dict[str, Any
 
 # --------------------------------------------------------------------------- counterfactual fairness
 def counterfactual_audit(run: FinishedRun) -> dict[str, Any] | None:
-    """The gender-swap probe (:mod:`fednlp_bench.audit.counterfactual`) on the test texts, or
-    ``None`` for tasks without ``encode_texts``/``logits`` (classification only)."""
+    """The gender-swap probe on the test texts, chosen by task capability (``encode_texts`` and one of
+    ``class_logits``: flip rate, ``sequence_logprob``: log-likelihood gap, ``word_tags``: tag changes);
+    ``None`` where none applies."""
     import time
 
+    from fednlp_bench.audit import counterfactual_more as more
     from fednlp_bench.audit.counterfactual import counterfactual_probe
 
     task, cfg, prep = run.task, run.cfg, run.prepared
-    if not (hasattr(task, "encode_texts") and hasattr(task, "logits")):
+    kinds = [k for k in ("class_logits", "sequence_logprob", "word_tags") if task.supports(k)]
+    if not kinds or not task.supports("encode_texts"):
         return None
     t0 = time.perf_counter()
-    texts = prep.dsd["test"].data.column("text").to_pylist()
+    texts = task.texts_for_embedding(prep.dsd["test"])
     run.load_global()
+    bs, pad, dev = cfg.fl.eval_batch_size, run.pad_id, run.device
+
+    def encode(batch_texts: list[str]):
+        return task.encode_texts(batch_texts, np.zeros(len(batch_texts), dtype=np.int64), prep.tokenizer,
+                                 cfg.data.max_len), np.arange(len(batch_texts))
 
     def probabilities(batch_texts: list[str]) -> np.ndarray:
-        data = task.encode_texts(batch_texts, np.zeros(len(batch_texts)), prep.tokenizer, cfg.data.max_len)
-        z = task.logits(run.model, data, np.arange(len(batch_texts)), cfg.fl.eval_batch_size, run.pad_id, run.device)
-        z = z - z.max(1, keepdims=True)
-        p = np.exp(z)
+        z = task.logits(run.model, *encode(batch_texts), bs, pad, dev)
+        p = np.exp(z - z.max(1, keepdims=True))
         return p / p.sum(1, keepdims=True)
+
+    def tags(batch_texts: list[str]) -> list[np.ndarray]:
+        data, rows = encode(batch_texts)
+        pred = task.predict(run.model, data, rows, bs, pad, dev)
+        return [np.asarray(pred[int(r)]) for r in rows]
 
     def visible(original: str, swapped: str) -> bool:  # the swap survives truncation to data.max_len
         ids = prep.tokenizer([original, swapped], truncation=True, max_length=cfg.data.max_len)["input_ids"]
         return ids[0] != ids[1]
 
-    out = counterfactual_probe(texts, probabilities, keep=visible)
+    if kinds[0] == "class_logits":
+        out = counterfactual_probe(texts, probabilities, keep=visible)
+    elif kinds[0] == "sequence_logprob":
+        out = more.loglik_probe(texts, lambda t: task.sequence_logprobs(run.model, *encode(t), bs, pad, dev),
+                                keep=visible)
+    else:
+        out = more.tag_probe(texts, tags, keep=visible)
     out["seconds"] = round(time.perf_counter() - t0, 3)
     out["note"] = f"affected = test texts with a listed term inside the first {cfg.data.max_len} tokens"
     return out
