@@ -63,8 +63,9 @@ class Study:
 
 
 _SAMPLING_LM = ["--task", "lm", "--preset", "quick", "--partition", "natural", "--set", "partition.n_clients=0",
-                "--set", "data.max_len=24", "--set", "data.max_test=300", "--set", "fl.rounds=10",
-                "--set", "fl.clients_per_round=5", "--set", "fl.local_steps=2", "--set", "fl.eval_every=10"]
+                "--set", "data.max_len=24", "--set", "data.max_test=300", "--set", "data.max_val=300",
+                "--set", "fl.rounds=10", "--set", "fl.clients_per_round=5", "--set", "fl.local_steps=2",
+                "--set", "fl.eval_every=10"]
 _CONTINUAL = ["--set", "fl.continual=true", "--set", "fl.arrival_per_round=3", "--set", "fl.storage_cap=15"]
 _SAMPLING_SETTINGS = {
     "uniform-static": ["--set", "fl.sampler=uniform"],
@@ -79,6 +80,7 @@ _CANARY_LM = ["--task", "lm", "--preset", "quick", "--set", "data.max_train=1000
               "--set", "fl.batch_size=16", "--set", "data.max_len=24", "--set", "data.max_test=200",
               "--set", "fl.eval_every=5"]
 _FAIRNESS_LM = ["--task", "lm", "--preset", "quick", "--set", "data.max_len=24", "--set", "data.max_test=300",
+                "--set", "data.max_val=300",
                 "--set", "fl.rounds=10", "--set", "fl.clients_per_round=5", "--set", "fl.local_steps=2",
                 "--set", "fl.eval_every=10"]
 # healthtweets has 16 labels: the 10 canaries share one prefix with 10 distinct labels, so (prefix, label)
@@ -114,7 +116,7 @@ STUDIES: dict[str, Study] = {
                 {"centralized": ["--algorithm", "centralized"], "FedAvg IID (100 clients)": [],
                  "FedAvg natural (speakers)": ["--partition", "natural", "--set", "partition.n_clients=0"]},
                 {"accuracy": "metrics.final.accuracy", "acc. no OOV/EOS": "metrics.final.accuracy_no_oov_no_eos",
-                 "perplexity": "metrics.final.perplexity", "untrained acc.": "metrics.initial.accuracy"},
+                 "perplexity": "metrics.final.perplexity", "untrained val acc.": "metrics.initial.accuracy"},
                 seeds=(0,)),
     "sampling": Study(_SAMPLING_LM, _SAMPLING_SETTINGS,
                       {"accuracy": "metrics.final.accuracy", "perplexity": "metrics.final.perplexity",

@@ -138,14 +138,16 @@ def test_relaxed_inversion_recovers_a_memorised_classifier_secret_not_an_untrain
 
 
 def test_invert_option_needs_an_inversion_capability():
+    from fednlp_bench.run import validate_up_front
+
     with pytest.raises(ConfigError, match=r"privacy.canary_attack=invert needs the task capability "
                                           r"'next_token_logits' or 'embedding_logits', which task 'st'"):
-        config.resolve("st", "smoke", ["privacy.canaries=2", "privacy.canary_attack=invert"])
-    with pytest.raises(ConfigError, match="privacy.canary_attack must be one of exposure, invert"):
+        validate_up_front(config.resolve("st", "smoke", ["privacy.canaries=2", "privacy.canary_attack=invert"]))
+    with pytest.raises(ConfigError, match="privacy.canary_attack must be exposure or invert, got 'guess'"):
         config.resolve("tc", "smoke", ["privacy.canaries=2", "privacy.canary_attack=guess"])
-    with pytest.raises(ConfigError, match=r"privacy.canary_count must be an integer in \[1, 24\]"):
-        config.resolve("tc", "smoke", ["privacy.canary_count=0"])
-    config.resolve("lm", "smoke", ["privacy.canaries=2", "privacy.canary_attack=invert"])  # accepted
+    with pytest.raises(ConfigError, match=r"privacy.canary_count must be <= 24, got 25"):
+        config.resolve("tc", "smoke", ["privacy.canary_count=25"])
+    validate_up_front(config.resolve("lm", "smoke", ["privacy.canaries=2", "privacy.canary_attack=invert"]))
 
 
 @pytest.mark.slow

@@ -124,15 +124,20 @@ def test_cda_adds_swapped_copies_to_the_same_client_only():
 
 # --------------------------------------------------------------------------- capability gates
 def test_options_are_gated_by_task_capabilities():
+    from fednlp_bench.run import validate_up_front
+
     for task in ("st", "qa", "s2s", "lm"):  # membership inference, LiRA and canaries on every task
-        config.resolve(task, "smoke", ["privacy.audit=true", "privacy.audit_reference_models=1", "privacy.canaries=2"])
+        validate_up_front(config.resolve(task, "smoke", ["privacy.audit=true", "privacy.audit_reference_models=1",
+                                                         "privacy.canaries=2"]))
     with pytest.raises(ConfigError, match=r"fairness.cda needs the task capability 'counterfactual_copies', "
                                           r"which task 'qa' does not declare"):
-        config.resolve("qa", "smoke", ["fairness.cda=true"])
+        validate_up_front(config.resolve("qa", "smoke", ["fairness.cda=true"]))
     with pytest.raises(ConfigError, match="fairness.sensitivity needs the task capability 'embedding_logits'"):
-        config.resolve("lm", "smoke", ["fairness.sensitivity=true"])
-    with pytest.raises(ConfigError, match="fairness.cda must be true or false"):
+        validate_up_front(config.resolve("lm", "smoke", ["fairness.sensitivity=true"]))
+    with pytest.raises(ConfigError, match="fairness.cda must be bool, got 1"):
         config.resolve("tc", "smoke", ["fairness.cda=1"])
+    with pytest.raises(ConfigError, match="fairness.cda needs the static setting"):
+        config.resolve("tc", "smoke", ["fairness.cda=true", "fl.continual=true"])
     with pytest.raises(ValueError, match="unknown task capability 'loss'"):
         tasks.get("tc").supports("loss")
 

@@ -118,6 +118,23 @@ def test_packaged_commons_has_many_natural_clients_of_very_different_sizes():
     assert len(sizes) >= 500 and sizes.max() >= 200 and np.median(sizes) <= 10
 
 
+def test_validation_split_is_a_uniform_document_sample_like_the_test_split():
+    train = LM.load("commons")["train"]
+    groups = np.asarray(LM.groups_for_partition(train))
+    names, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    small = counts[codes] <= 5  # documents of speakers with at most 5 sentences: ~10% of the corpus
+    for limit in (400, None):
+        rows = LM.validation_rows(train, 0.1, seed=0, limit=limit)
+        assert len(rows) == (limit or round(0.1 * len(train))) and len(np.unique(rows)) == len(rows)
+        # a uniform sample keeps their share to within 3 binomial standard deviations (speaker-stratified
+        # largest-remainder rounding gives them no row at all)
+        sd = np.sqrt(small.mean() * (1 - small.mean()) / len(rows))
+        assert abs(small[rows].mean() - small.mean()) < 3 * sd
+    assert np.array_equal(LM.validation_rows(train, 0.1, seed=0), LM.validation_rows(train, 0.1, seed=0))
+    assert not np.array_equal(LM.validation_rows(train, 0.1, seed=0), LM.validation_rows(train, 0.1, seed=1))
+    assert len(LM.validation_rows(train, 0.0, seed=0)) == 0
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_a_valid_record(tiny_overrides):
     from fednlp_bench.run import run
@@ -128,5 +145,7 @@ def test_smoke_run_writes_a_valid_record(tiny_overrides):
     final, initial = saved["metrics"]["final"], saved["metrics"]["initial"]
     assert saved["task"] == "lm" and saved["metrics"]["primary"] == "accuracy"
     assert 0 <= final["accuracy"] <= 1 and final["perplexity"] == pytest.approx(np.exp(final["loss"]))
-    assert final["loss"] < initial["loss"]  # two rounds of next-word training lower the test loss
+    per_round = saved["metrics"]["per_round"]
+    assert saved["fl"]["n_val"] == 48 and all(row["split"] == "val" for row in per_round)
+    assert per_round[-1]["loss"] < initial["loss"]  # two rounds of next-word training lower the validation loss
     assert saved["metrics"]["counterfactual"]["probe"].endswith("log-likelihood gap")
