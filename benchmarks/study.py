@@ -162,9 +162,13 @@ def run_one(study: Study, setting: str, seed: int, results: Path) -> tuple[str, 
     return setting, seed, time.perf_counter() - t0, rc
 
 
-def run(name: str, results: Path, jobs: int, seeds: tuple[int, ...] | None) -> int:
+def run(name: str, results: Path, jobs: int, seeds: tuple[int, ...] | None,
+        settings: list[str] | None = None) -> int:
     study = STUDIES[name]
-    todo = [(s, k) for k in (seeds or study.seeds) for s in study.settings]
+    unknown = sorted(set(settings or []) - set(study.settings))
+    if unknown:
+        raise SystemExit(f"study {name} has no setting {unknown[0]!r} (settings: {', '.join(study.settings)})")
+    todo = [(s, k) for k in (seeds or study.seeds) for s in study.settings if not settings or s in settings]
     failed = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for setting, seed, secs, rc in pool.map(lambda a: run_one(study, a[0], a[1], results), todo):
@@ -224,9 +228,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="*")
+    ap.add_argument("--settings", nargs="*", help="run only these settings (default: all)")
     args = ap.parse_args(argv)
     if args.action == "run":
-        return run(args.study, args.results, args.jobs, tuple(args.seeds) if args.seeds else None)
+        return run(args.study, args.results, args.jobs, tuple(args.seeds) if args.seeds else None, args.settings)
     return table(args.study, args.results)
 
 
