@@ -57,8 +57,10 @@ def test_tokenized_data_concat():
 def test_audit_options_are_checked():
     with pytest.raises(ConfigError, match="privacy.audit_reference_models needs privacy.audit"):
         config.resolve("tc", "smoke", ["privacy.audit_reference_models=2"])
+    from fednlp_bench.run import validate_up_front
+
     with pytest.raises(ConfigError, match="fairness.sensitivity needs the task capability 'embedding_logits'"):
-        config.resolve("st", "smoke", ["fairness.sensitivity=true"])  # capabilities, not task names
+        validate_up_front(config.resolve("st", "smoke", ["fairness.sensitivity=true"]))  # capabilities, not names
     with pytest.raises(ConfigError, match="privacy.canaries"):
         config.resolve("tc", "smoke", ["privacy.canaries=-1"])
     with pytest.raises(ConfigError, match="canary_candidates"):
