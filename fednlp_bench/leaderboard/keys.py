@@ -1,0 +1,180 @@
+"""What makes two runs comparable: the table key, the reference key and the row key.
+
+- **Table key** (:class:`TableKey`): every setting that changes the experiment. Task, dataset,
+  model; the partition (method, parameters without seed keys, number of clients); the budget
+  (rounds, clients per round, local epochs / steps, batch size, client lr, weight decay,
+  ``max_len``); the data sizes (``n_train``, ``n_val``, ``n_test``); the setting (static or
+  continual, with its arrival parameters), the client sampler and dropout; the preset; the
+  privacy mode (none, user-level or sample-level DP); and, when a record has them, its
+  ``peft`` section and ``track``. For a task that is not built in, the primary metric the
+  records declare is part of the key too (see :func:`primary_metric`).
+- **Reference key** (:func:`reference_key`): what a centralized run must share with a table to
+  be its reference: task, dataset, model, data sizes, ``max_len``, rounds, local epochs /
+  steps, batch size, client lr, weight decay, peft and track. Client sampling settings do not
+  apply to a centralized run. A gap is only shown against such a reference.
+- **Row key** (:func:`row_key`): the algorithm name and hyper-parameters, the plugin's version
+  or file hash (``provenance.plugin``) and the DP noise and clip; runs with the same row key
+  are seeds of one row.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fednlp_bench.record_checks import TASK_ORDER, TASK_PRIMARY
+
+REFERENCE_ALGORITHM = "centralized"
+REFERENCE_PARTITION = "none"
+SEED_KEYS = frozenset({"seed", "seeds", "partition_seed", "split_seed"})
+BUDGET_FIELDS = ("rounds", "clients_per_round", "local_epochs", "local_steps", "batch_size", "client_lr",
+                 "weight_decay")
+DATA_FIELDS = ("n_train", "n_val", "n_test")
+REFERENCE_FL_FIELDS = ("rounds", "local_epochs", "local_steps", "batch_size", "client_lr", "weight_decay")
+
+
+def canonical(obj: Any) -> str:
+    """Stable compact JSON used for keys and hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def without_seed(d: Any) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in SEED_KEYS} if isinstance(d, dict) else {}
+
+
+def task_rank(task: str) -> tuple[int, str]:
+    """tc, st, qa, s2s first (the benchmark's order), then other tasks by name."""
+    return (TASK_ORDER.index(task), "") if task in TASK_ORDER else (len(TASK_ORDER), task)
+
+
+def primary_metric(record: dict[str, Any]) -> str:
+    """The task's primary metric (:data:`TASK_PRIMARY`), never a record's choice.
+
+    For a task that is not built in there is no fixed metric; the metric the record declares
+    is used *and* is part of its table key, so records can only ever share a table with
+    records that declare the same metric.
+    """
+    return TASK_PRIMARY.get(record["task"], record["metrics"]["primary"])
+
+
+def dp_levels(record: dict[str, Any]) -> list[str]:
+    """``["user"]``, ``["sample"]``, both or none: the DP levels the run used."""
+    priv = record.get("privacy") or {}
+    return [name for level, name in (("user_level", "user"), ("sample_level", "sample")) if priv.get(level)]
+
+
+def privacy_mode(record: dict[str, Any]) -> str:
+    """"" without DP, else e.g. "user-level DP" (part of the table key)."""
+    levels = dp_levels(record)
+    return " + ".join(f"{lv}-level DP" for lv in levels)
+
+
+def privacy_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Noise multiplier and clip per DP level (part of the row key)."""
+    priv = record.get("privacy") or {}
+    out = {}
+    for level in ("user_level", "sample_level"):
+        p = priv.get(level)
+        if p:
+            out[level] = {"noise_multiplier": p.get("noise_multiplier"), "clip": p.get("clip")}
+    return out
+
+
+def max_len(record: dict[str, Any]) -> int | None:
+    data = (record.get("config") or {}).get("data")
+    v = data.get("max_len") if isinstance(data, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def is_reference(record: dict[str, Any]) -> bool:
+    """A centralized run without DP: the reference of tables with the same reference key."""
+    central = record["algorithm"]["name"] == REFERENCE_ALGORITHM or record["partition"]["method"] == REFERENCE_PARTITION
+    return central and not dp_levels(record)
+
+
+def setup(record: dict[str, Any]) -> dict[str, Any]:
+    """Everything in the table key except task, dataset, model and partition."""
+    fl = record["fl"]
+    out: dict[str, Any] = {k: fl.get(k) for k in BUDGET_FIELDS + DATA_FIELDS}
+    out["max_len"] = max_len(record)
+    out["setting"] = fl.get("setting") or "static"
+    out["continual"] = fl.get("continual") or None
+    out["sampler"] = fl.get("sampler") or "uniform"
+    out["dropout"] = fl.get("dropout") or 0.0
+    out["preset"] = record["preset"]
+    out["privacy"] = privacy_mode(record)
+    for key in ("peft", "track"):
+        if record.get(key):
+            out[key] = record[key]
+    if record["task"] not in TASK_PRIMARY:
+        out["primary"] = record["metrics"]["primary"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def reference_key(record: dict[str, Any]) -> str:
+    """What a table and its centralized reference must share (see the module docstring)."""
+    fl = record["fl"]
+    parts = {k: fl.get(k) for k in REFERENCE_FL_FIELDS + DATA_FIELDS}
+    parts.update(task=record["task"], dataset=record["dataset"], model=record["model"], max_len=max_len(record),
+                 peft=record.get("peft") or None, track=record.get("track") or None,
+                 primary=primary_metric(record))
+    return canonical(parts)
+
+
+def plugin_id(record: dict[str, Any]) -> str:
+    """The plugin's version or file hash from ``provenance.plugin`` ('' for built-ins)."""
+    plugin = record["provenance"].get("plugin")
+    if not isinstance(plugin, dict):
+        return ""
+    for key in ("version", "sha256"):
+        if isinstance(plugin.get(key), str):
+            return f"{key} {plugin[key][:12]}"
+    return canonical(plugin)
+
+
+def row_key(record: dict[str, Any]) -> str:
+    return canonical([record["algorithm"]["name"], record["algorithm"]["hparams"], plugin_id(record),
+                      privacy_row(record)])
+
+
+@dataclass(frozen=True, order=True)
+class TableKey:
+    """What one table compares algorithms on (see the module docstring)."""
+
+    task: str
+    dataset: str
+    model: str
+    setup: str  # canonical JSON of :func:`setup`
+    partition_method: str
+    partition_params: str  # canonical JSON, seed keys removed
+    n_clients: int
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> TableKey:
+        p = record["partition"]
+        return cls(record["task"], record["dataset"], record["model"], canonical(setup(record)), p["method"],
+                   canonical(without_seed(p["params"])), p["n_clients"])
+
+    @property
+    def setup_dict(self) -> dict[str, Any]:
+        return json.loads(self.setup)
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        """The key without the partition: tables of one group form one overview matrix."""
+        return (self.task, self.dataset, self.model, self.setup)
+
+    @property
+    def partition_spec(self) -> tuple[str, str, str, str, int]:
+        """The partition identity (data + spec), shared by all models and setups."""
+        return (self.task, self.dataset, self.partition_method, self.partition_params, self.n_clients)
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical(list(self.__dict__.values())).encode()).hexdigest()[:12]
+
+
+def identity(record: dict[str, Any]) -> str:
+    """(configuration, seed): two records with the same identity report the same experiment."""
+    return canonical([list(TableKey.of(record).__dict__.values()), row_key(record), record["seed"]])
