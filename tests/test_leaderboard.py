@@ -15,8 +15,8 @@ import pytest
 from fednlp_bench.leaderboard import build, record_digest, submission_name, submit
 from fednlp_bench.leaderboard.cli import register
 from fednlp_bench.leaderboard.load import LoadedRecord
-from fednlp_bench.leaderboard.render_md import md_escape
 from fednlp_bench.leaderboard.overview import overview
+from fednlp_bench.leaderboard.render_md import md_escape
 from fednlp_bench.leaderboard.tables import client_fairness, make_tables, stat
 from fednlp_bench.record import SCHEMA_VERSION, RecordError, validate
 
@@ -180,7 +180,8 @@ def test_validation_curve_is_used_for_time_to_accuracy_when_present():
     ref = make_record(algorithm="centralized", value=0.9)
     ref["metrics"]["per_round"] += [{"round": r, "split": "val", "accuracy": v} for r, v in ((1, 0.5), (3, 0.8))]
     fl = make_record(value=0.85)
-    fl["metrics"]["per_round"] = [{"round": r, "split": "val", "accuracy": v} for r, v in ((1, 0.6), (2, 0.72), (3, 0.75))]
+    fl["metrics"]["per_round"] = [{"round": r, "split": "val", "accuracy": v}
+                                  for r, v in ((1, 0.6), (2, 0.72), (3, 0.75))]
     fl["metrics"]["per_round"] += [{"round": 1, "accuracy": 0.99}]  # a test row must not count
     (table,) = make_tables(loaded(ref, fl))
     # target: 90% of the reference's last validation value 0.8 = 0.72 -> round 2 on the validation curve
@@ -229,7 +230,8 @@ def test_table_key_separates_every_setting_that_changes_the_experiment():
         rec[section][key] = value
         rec["run_id"] = f"v-{name}"
         recs.append(rec)
-    extra = {"preset": lambda r: r.update(preset="quick"), "max_len": lambda r: r.update(config={"data": {"max_len": 32}}),
+    extra = {"preset": lambda r: r.update(preset="quick"),
+             "max_len": lambda r: r.update(config={"data": {"max_len": 32}}),
              "peft": lambda r: r.update(peft={"method": "lora", "params": {"r": 8}}),
              "track": lambda r: r.update(track={"name": "tc", "version": 1}),
              "model": lambda r: r.update(model="bert")}

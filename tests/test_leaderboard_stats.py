@@ -6,7 +6,12 @@ import math
 import pytest
 
 from fednlp_bench.leaderboard.stats import (
-    compare, mean_ci, rounds_to_target, t_quantile, tie_aware_ranks, welch,
+    compare,
+    mean_ci,
+    rounds_to_target,
+    t_quantile,
+    tie_aware_ranks,
+    welch,
 )
 
 # Two-sided 95% critical values of Student's t, from a printed table (e.g. NIST/SEMATECH e-Handbook,

@@ -65,11 +65,11 @@ def _plot_name(kind: str, parts: list[str], key: object) -> str:
 class _Plotter:
     """Draws each plot once, records what was written, turns drawing errors into warnings."""
 
-    def __init__(self, out_dir: Path, report: BuildReport) -> None:
+    def __init__(self, out_dir: Path, report: BuildReport, wanted: bool = True) -> None:
         self.dir = out_dir / PLOTS_DIR
         self.report = report
-        self.enabled = not self.dir.is_symlink() and (not self.dir.exists() or self.dir.is_dir())
-        if not self.enabled:
+        self.enabled = wanted and not self.dir.is_symlink() and (not self.dir.exists() or self.dir.is_dir())
+        if wanted and not self.enabled:
             report.warnings.append(f"{self.dir} is a symbolic link or not a folder: not followed, no plots written")
 
     def draw(self, name: str, what: str, fn, *args) -> tuple[str, int, int] | None:
@@ -147,11 +147,12 @@ def _remove_stale_plots(plotter: _Plotter, keep: set[Path]) -> None:
             png.unlink()
 
 
-def build(results_dirs: list[Path], out_dir: Path) -> BuildReport:
+def build(results_dirs: list[Path], out_dir: Path, plots: bool = True) -> BuildReport:
     """Read every record under ``results_dirs``; write README.md, index.html and plots/ in ``out_dir``.
 
     Unreadable or invalid files are skipped and listed in the report (and on
     the page), never fatal. The same input gives byte-identical output.
+    ``plots=False`` writes the pages only (no plots drawn, ``plots/`` untouched).
     """
     out_dir = Path(out_dir)
     report = BuildReport()
@@ -160,13 +161,13 @@ def build(results_dirs: list[Path], out_dir: Path) -> BuildReport:
     report.n_records = len(records) - sum(1 for s in report.skipped if s.path in {r.path for r in records})
     report.n_tables = len(tables)
     overviews = overview(tables)
-    plotter = _Plotter(out_dir, report)
-    plots: Plots = {}
-    _table_plots(tables, records, plotter, plots)
-    _overview_plots(overviews, plotter, plots)
+    plotter = _Plotter(out_dir, report, wanted=plots)
+    drawn: Plots = {}
+    _table_plots(tables, records, plotter, drawn)
+    _overview_plots(overviews, plotter, drawn)
     _remove_stale_plots(plotter, set(report.written))
-    page = render_html(tables, overviews, out_dir, plots, report)
-    readme = render_markdown(tables, overviews, out_dir, plots, report)
+    page = render_html(tables, overviews, out_dir, drawn, report)
+    readme = render_markdown(tables, overviews, out_dir, drawn, report)
     report.written.append(atomic_write_text(out_dir / "README.md", readme))
     report.written.append(atomic_write_text(out_dir / "index.html", page))
     log.info("leaderboard: %d records, %d tables, %d skipped -> %s",

@@ -23,7 +23,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from fednlp_bench.leaderboard.build import build
 
     dirs = args.results or [DEFAULT_RESULTS]
-    report = build(dirs, args.out)
+    report = build(dirs, args.out, plots=not args.no_plots)
     for s in report.skipped:
         print(f"skipped {safe_text(str(s.path), 300)}: {safe_text(s.reason, 600)}", file=sys.stderr)
     for old, new in report.superseded:
@@ -49,7 +49,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     if not (args.atol >= 0 and args.rtol >= 0):
         raise ConfigError(f"--atol and --rtol must be >= 0, got {args.atol!r} and {args.rtol!r}")
-    result = verify(args.record, atol=args.atol, rtol=args.rtol, threads=args.threads, device=args.device)
+    result = verify(args.record, atol=args.atol, rtol=args.rtol, threads=args.threads, device=args.device,
+                    keep=args.keep)
     name = safe_text(str(args.record), 300)
     if args.stamp:
         stamp = write_stamp(result, args.atol, args.rtol)
@@ -95,6 +96,7 @@ def _add_leaderboard(subparsers) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help=f"output directory (default: {DEFAULT_OUT})")
     p.add_argument("--strict", action="store_true", help="exit 1 if any record file was skipped")
+    p.add_argument("--no-plots", action="store_true", help="write the pages only (quick check; plots/ untouched)")
     p.set_defaults(func=_leaderboard)
 
 
@@ -125,6 +127,7 @@ def _add_verify(subparsers) -> None:
     v.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     v.add_argument("--threads", type=int, default=None, help="torch threads of the re-run (default: the record's)")
     v.add_argument("--device", default=None, help="device of the re-run (default: the record's config)")
+    v.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep the re-run's record in DIR")
     v.set_defaults(func=_verify)
 
 

@@ -158,7 +158,8 @@ def heterogeneity_plot(series: dict[str, list[tuple[float, float, float | None]]
             x = [p[0] for p in pts]
             y = [p[1] for p in pts]
             err = [p[2] or 0.0 for p in pts]
-            ax.errorbar(x, y, yerr=err, marker="o", ms=3.5, lw=1.4, capsize=2.5, color=f"C{i % 10}", label=_label(label))
+            ax.errorbar(x, y, yerr=err, marker="o", ms=3.5, lw=1.4, capsize=2.5, color=f"C{i % 10}",
+                        label=_label(label))
         if reference is not None:
             ax.axhline(reference, color="0.35", ls="--", lw=1.2, label="centralized")
         ax.set_xlabel("heterogeneity: mean JS divergence of client label distributions")

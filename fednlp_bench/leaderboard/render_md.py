@@ -44,7 +44,8 @@ def _meta(table: Table) -> list[str]:
         ref_text = ("**No reference**: no centralized run with the identical setup (dataset, model, data sizes, "
                     "budget), so no gap is shown.")
     else:
-        ref_text = f"Reference: centralized with the identical setup, {md_escape(fmt_ci(ref.primary.mean, ref.primary.half))}."
+        ref_value = md_escape(fmt_ci(ref.primary.mean, ref.primary.half))
+        ref_text = f"Reference: centralized with the identical setup, {ref_value}."
     meta = [f"Primary metric **{md_escape(table.primary)}** (final test split). Seeds: {', '.join(map(str, seeds))}.",
             ref_text]
     if table.dp:
@@ -119,7 +120,8 @@ def _matrix_md(m: Matrix, plots: dict) -> list[str]:
     lines += ["", f"Cell: {what} ± {CI_LABEL} (\\* significant) and the tie-aware rank; mean rank over the "
                   "partitions run (count in brackets).", ""]
     if "hetero" in plots.get(m.id, {}):
-        lines += [f"![{md_escape('Metric against heterogeneity: ' + m.title)}]({md_href(plots[m.id]['hetero'][0])})", ""]
+        alt = md_escape("Metric against heterogeneity: " + m.title)
+        lines += [f"![{alt}]({md_href(plots[m.id]['hetero'][0])})", ""]
     return lines
 
 
@@ -132,7 +134,8 @@ def _overview_md(overviews: list[TaskOverview], plots: dict) -> list[str]:
         others = other_setup_rows(ov)
         if others:
             out += [f"#### {md_escape(ov.task)}: other setups", "",
-                    f"| Setup (differs from the main one) | Partition | Algorithm | Gap (or mean) ± {CI_LABEL} | Rank |",
+                    "| Setup (differs from the main one) | Partition | Algorithm | "
+                    f"Gap (or mean) ± {CI_LABEL} | Rank |",
                     "|---|---|---|---:|---:|"]
             for diff, t, row in others:
                 main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)

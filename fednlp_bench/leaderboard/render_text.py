@@ -3,7 +3,7 @@ as the pages, every record string passed through :func:`~fednlp_bench.record_che
 from __future__ import annotations
 
 from fednlp_bench.leaderboard.columns import CI_LABEL, RANK_RULE, fmt_ci, fmt_diff
-from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, setup_chips
+from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, setup_chips
 from fednlp_bench.leaderboard.tables import TTA_FRACTION, Row, Table
 from fednlp_bench.record_checks import safe_text
 
@@ -53,12 +53,12 @@ def matrix_text(m: Matrix) -> list[str]:
     what = "gap to centralized" if m.reference is not None else "mean"
     lines = [f"{safe_text(m.title, 200)}: {what} ± {CI_LABEL} [rank]",
              "  " + safe_text(" · ".join(m.chips), 600)]
-    header = ["algorithm"] + [safe_text(t.partition_label, 40) + (f" JS={t.heterogeneity:.3f}"
+    header = ["algorithm"] + [safe_text(t.partition_label, 60) + (f" JS={t.heterogeneity:.3f}"
                                                                   if t.heterogeneity is not None else "")
                               for t in m.tables] + ["mean rank"]
     rows = []
     for label in m.labels:
-        cells = [safe_text(label, 50)]
+        cells = [safe_text(label, 80)]
         for t in m.tables:
             row = m.cells.get((label, t.id))
             if row is None:
@@ -77,8 +77,16 @@ def render_text(tables: list[Table], overviews: list[TaskOverview], show_overvie
            f"Rank: {RANK_RULE}.", ""]
     if show_overview:
         for ov in overviews:
-            for m in ov.matrices:
-                out += matrix_text(m) + [""]
+            if ov.matrices:
+                out += matrix_text(ov.matrices[0]) + [""]
+            others = other_setup_rows(ov)
+            if others:
+                rows = [[safe_text(diff, 200), safe_text(t.partition_label, 60), safe_text(row.label, 80),
+                         fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)]
+                        for diff, t, row in others]
+                out += [f"{ov.task}: other setups (gap or mean ± {CI_LABEL})"]
+                out += ["  " + ln for ln in _grid(["setup (differs from the main one)", "partition", "algorithm",
+                                                   "value"], rows, {3})] + [""]
     for t in tables:
         out += table_text(t) + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from fednlp_bench.leaderboard.keys import (
-    TableKey, canonical, dp_levels, is_reference, plugin_id, primary_metric, reference_key, row_key, task_rank,
+    TableKey,
+    canonical,
+    dp_levels,
+    is_reference,
+    plugin_id,
+    primary_metric,
+    reference_key,
+    row_key,
+    task_rank,
 )
 from fednlp_bench.leaderboard.load import LoadedRecord, Skipped
 from fednlp_bench.leaderboard.stats import Diff, Estimate, compare, mean_ci, rounds_to_target, tie_aware_ranks
@@ -528,15 +536,18 @@ def make_tables(records: list[LoadedRecord], warnings: list[str] | None = None,
 
 
 def order_tables(tables: list[Table]) -> list[Table]:
-    """tc, st, qa, s2s, then other tasks; within a task the setup with most runs first; partitions
-    from the least to the most heterogeneous (mean JS divergence; unknown last)."""
+    """tc, st, qa, s2s, then other tasks; within a task the dataset and then the setup with most runs
+    first, DP and reference-only tables last; partitions from the least to the most heterogeneous
+    (mean JS divergence; unknown last)."""
     size: Counter = Counter()
     for t in tables:
         size[t.key.group] += len(t.runs)
+        size[(t.key.task, t.key.dataset)] += len(t.runs)
 
     def order(t: Table) -> tuple:
         k = t.key
-        return (task_rank(k.task), k.dataset, k.model, t.dp, not t.rows, -size[k.group], k.setup,
+        return (task_rank(k.task), -size[(k.task, k.dataset)], k.dataset, k.model, t.dp, not t.rows, -size[k.group],
+                k.setup,
                 k.partition_method == "none", t.heterogeneity is None, t.heterogeneity or 0.0, t.partition_label)
 
     return sorted(tables, key=order)
