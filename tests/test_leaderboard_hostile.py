@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,10 +21,9 @@ from fednlp_bench.leaderboard import build, submit
 from fednlp_bench.leaderboard.load import read_record
 from fednlp_bench.record import RecordError
 
-REPO = Path(__file__).resolve().parent.parent
-REAL = REPO / "leaderboard" / "results"
-FEDAVG = REAL / "tc-bbc-fedavg-daa1c26bae035363.json"  # FedAvg, uniform, quick preset, seed 0
-CENTRAL = REAL / "tc-bbc-centralized-57d307d939d4d408.json"
+DATA = Path(__file__).resolve().parent / "data" / "records"
+FEDAVG = DATA / "tc-smoke-fedavg.json"  # a real smoke run: FedAvg, uniform, seed 0
+CENTRAL = DATA / "tc-smoke-centralized.json"  # its centralized reference
 
 
 def real(path: Path = FEDAVG) -> dict[str, Any]:
@@ -34,8 +34,10 @@ def dump(record: Any) -> str:
     return json.dumps(record, indent=1, ensure_ascii=True)
 
 
-def board(tmp_path: Path, files: dict[str, str], capsys) -> tuple[str, str, str, str]:
-    """Build from the real FedAvg + centralized records plus ``files``; return (stdout, stderr, html, md)."""
+def board(tmp_path: Path, files: dict[str, str], capsys, plots: bool = False) -> tuple[str, str, str, str]:
+    """Build from the real FedAvg + centralized records plus ``files``; return (stdout, stderr, html, md).
+
+    Pages only unless ``plots`` (drawing takes most of a build's time; plots have their own tests)."""
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
     for src in (FEDAVG, CENTRAL):
@@ -44,7 +46,7 @@ def board(tmp_path: Path, files: dict[str, str], capsys) -> tuple[str, str, str,
         (results / name).write_text(text, encoding="utf-8", errors="surrogatepass")
     out = tmp_path / "site"
     capsys.readouterr()
-    assert main(["leaderboard", "--results", str(results), "--out", str(out)]) == 0
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), *([] if plots else ["--no-plots"])]) == 0
     captured = capsys.readouterr()
     html = (out / "index.html").read_text(encoding="utf-8")
     md = (out / "README.md").read_text(encoding="utf-8")
@@ -111,23 +113,22 @@ def test_hostile_field_is_skipped_by_build_and_refused_by_submit(tmp_path, capsy
     assert code == 2 and len(err.strip().splitlines()) == 1 and reason in err and "\x1b" not in err
 
 
+X = '"__X__"'  # a field set to this string is then replaced by raw JSON text json.dumps cannot produce
 RAW_CASES = {
-    # JSON text that json.dumps cannot produce
-    "int-10e400-cost": (lambda t: t.replace('"wall_seconds": 45.118', '"wall_seconds": 1' + "0" * 400),
-                        "integer with 401 digits"),
-    "int-10e400-metric": (lambda t: t.replace('"accuracy": 0.9266666666666666', '"accuracy": 1' + "0" * 400, 1),
+    "int-10e400-cost": (lambda r: r["cost"].update(wall_seconds="__X__"), "1" + "0" * 400, "integer with 401 digits"),
+    "int-10e400-metric": (lambda r: r["metrics"]["final"].update(accuracy="__X__"), "1" + "0" * 400,
                           "integer with 401 digits"),
-    "float-1e400": (lambda t: t.replace('"accuracy": 0.9266666666666666', '"accuracy": 1e400', 1),
-                    "overflows a float"),
-    "deep-nesting": (lambda t: t[:-2] + ', "x": ' + "[" * 200_000 + "]" * 200_000 + "}", "nested too deeply"),
-    "lone-surrogate": (lambda t: t.replace('"name": "fedavg"', '"name": "fedavg\\ud800"', 1), "lone surrogate"),
+    "float-1e400": (lambda r: r["metrics"]["final"].update(accuracy="__X__"), "1e400", "overflows a float"),
+    "deep-nesting": (lambda r: r.update(x="__X__"), "[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    "lone-surrogate": (lambda r: r["algorithm"].update(name="__X__"), '"fedavg\\ud800"', "lone surrogate"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(RAW_CASES))
 def test_hostile_json_text_is_skipped_by_build_and_refused_by_submit(tmp_path, capsys, case):
-    fn, reason = RAW_CASES[case]
-    text = fn(mutated(lambda r: None))
+    fn, raw, reason = RAW_CASES[case]
+    text = mutated(fn).replace(X, raw)
+    assert raw in text
     _, err, html, md = board(tmp_path, {f"{case}.json": text}, capsys)
     assert_skipped(err, html, md, f"{case}.json", reason)
     code, err = submit_cli(tmp_path, text, capsys)
@@ -170,13 +171,14 @@ def test_same_configuration_and_seed_needs_replace_and_a_later_date(tmp_path, ca
     src.write_text(dump(fake))
     with pytest.raises(RecordError, match="already reports this configuration and seed 0; pass --replace"):
         submit(src, results)
+    created = datetime.fromisoformat(fake["created"])
     older = copy.deepcopy(fake)
-    older["created"] = "2026-01-01T00:00:00+00:00"
+    older["created"] = (created - timedelta(days=1)).isoformat()
     src.write_text(dump(older))
     with pytest.raises(RecordError, match="must be newer"):
         submit(src, results, replace=True)
     newer = copy.deepcopy(fake)
-    newer["created"] = "2026-11-30T00:00:00+00:00"
+    newer["created"] = (created + timedelta(seconds=1)).isoformat()
     src.write_text(dump(newer))
     target = submit(src, results, replace=True)
     report = build([results], tmp_path / "site")
@@ -214,7 +216,7 @@ def test_symlinked_plots_folder_is_not_followed(tmp_path, capsys):
     site = tmp_path / "site"
     site.mkdir()
     os.symlink(target, site / "plots")
-    out, err, html, md = board(tmp_path, {}, capsys)
+    out, err, html, md = board(tmp_path, {}, capsys, plots=True)
     assert victim.read_bytes() == b"precious" and sorted(p.name for p in target.iterdir()) == [victim.name]
     assert "symbolic link or not a folder" in err and "<img" not in html
 

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from fednlp_bench.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-REAL = REPO / "leaderboard" / "results" / "tc-bbc-fedavg-daa1c26bae035363.json"
+REAL = Path(__file__).resolve().parent / "data" / "records" / "tc-smoke-fedavg.json"  # a real smoke run
 RECORD = json.loads(REAL.read_text(encoding="utf-8"))
 
 
