@@ -659,3 +659,16 @@ def test_strict_checks_reject_out_of_range_and_ill_typed_fields():
         mutate(rec)
         found = strict_problems(rec)
         assert any(message in p for p in found), (message, found)
+
+
+def test_every_committed_record_passes_the_strict_checks():
+    """Real runs (the committed leaderboard and the smoke records) are never refused by the checks."""
+    from fednlp_bench.leaderboard.load import read_raw
+
+    root = Path(__file__).resolve().parent.parent
+    paths = sorted((root / "leaderboard" / "results").glob("*.json")) + sorted(
+        (root / "tests" / "data" / "records").glob("*.json"))
+    assert len(paths) >= 2
+    for path in paths:
+        record, reason = read_raw(path)
+        assert reason is None, (path.name, reason)

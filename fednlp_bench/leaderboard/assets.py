@@ -34,6 +34,7 @@ section.task-ov h3 { font-size: 18px; margin: 0 0 4px; text-transform: uppercase
 section.task-ov h4, div.pblock h4 { font-size: 15px; margin: 8px 0 2px; }
 section.board h3 { font-size: 15px; margin: 0 0 4px; overflow-wrap: anywhere; }
 section.board h3 .sep { color: var(--muted); font-weight: 400; padding: 0 4px; }
+section.board h3 .variant { color: #8a4b00; font-weight: 600; font-size: 13px; }
 p.chips { margin: 0 0 6px; display: flex; flex-wrap: wrap; gap: 4px; }
 span.chip { display: inline-block; font-size: 12px; line-height: 1.3; padding: 1px 7px; border-radius: 10px;
             background: #eaeef6; color: #2c3547; white-space: nowrap; }
@@ -68,7 +69,7 @@ th.sticky-head { position: sticky; left: 0; z-index: 1; }
 th.algorithm { text-align: left; font-weight: 400; min-width: 120px; max-width: 210px; overflow-wrap: anywhere; }
 th.algorithm .name { font-weight: 600; display: block; }
 th.algorithm .chips { display: flex; flex-wrap: wrap; gap: 2px; margin-top: 2px; }
-th.algorithm .chip { font-size: 11px; padding: 0 5px; }
+th.algorithm .chip { font-size: 11px; padding: 0 5px; white-space: normal; overflow-wrap: anywhere; }
 td.sig { font-weight: 600; }
 td.pos { color: #1a7f37; } td.neg { color: #b42318; }
 td.ok { color: #1a7f37; font-weight: 600; }

@@ -39,6 +39,13 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def short_value(v: Any) -> str:
+    """A parameter value as short text: ``0.0001``, ``adam``, compact JSON for anything else."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    return v if isinstance(v, str) else canonical(v)
+
+
 def without_seed(d: Any) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in SEED_KEYS} if isinstance(d, dict) else {}
 
@@ -178,3 +185,34 @@ class TableKey:
 def identity(record: dict[str, Any]) -> str:
     """(configuration, seed): two records with the same identity report the same experiment."""
     return canonical([list(TableKey.of(record).__dict__.values()), row_key(record), record["seed"]])
+
+
+SETUP_LABELS = (
+    ("rounds", "{} rounds"), ("clients_per_round", "{} clients/round"), ("local_epochs", "{} local epoch(s)"),
+    ("local_steps", "{} local steps"), ("batch_size", "batch {}"), ("client_lr", "client lr {}"),
+    ("weight_decay", "weight decay {}"), ("max_len", "max_len {}"), ("n_train", "n_train {}"),
+    ("n_val", "n_val {}"), ("n_test", "n_test {}"), ("setting", "{}"), ("sampler", "{} sampler"),
+    ("dropout", "dropout {}"), ("preset", "preset {}"), ("privacy", "{}"), ("primary", "metric {}"),
+)
+
+
+def setup_chips(setup: dict[str, Any]) -> list[str]:
+    """Human-readable chips for a table's setup (budget, data sizes, setting, preset, ...)."""
+    chips = []
+    for key, fmt in SETUP_LABELS:
+        v = setup.get(key)
+        if v is None or (key == "dropout" and not v) or (key == "weight_decay" and not v) or v == "":
+            continue
+        chips.append(fmt.format(short_value(v)))
+    cont = setup.get("continual")
+    if isinstance(cont, dict):
+        chips += [f"{k} {short_value(cont[k])}" for k in sorted(cont) if k != "setting"]
+    peft = setup.get("peft")
+    if isinstance(peft, dict):
+        params = peft.get("params") if isinstance(peft.get("params"), dict) else {}
+        chips.append(f"peft {short_value(peft.get('method'))}" +
+                     "".join(f" {k}={short_value(params[k])}" for k in sorted(params)))
+    track = setup.get("track")
+    if isinstance(track, dict):
+        chips.append(f"track {short_value(track.get('name'))} v{short_value(track.get('version'))}")
+    return chips

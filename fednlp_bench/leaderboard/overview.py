@@ -15,46 +15,15 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
-from fednlp_bench.leaderboard.keys import canonical, task_rank
+from fednlp_bench.leaderboard.keys import canonical, setup_chips, task_rank
 from fednlp_bench.leaderboard.stats import Estimate
-from fednlp_bench.leaderboard.tables import Row, Table, short_value
-
-SETUP_LABELS = (
-    ("rounds", "{} rounds"), ("clients_per_round", "{} clients/round"), ("local_epochs", "{} local epoch(s)"),
-    ("local_steps", "{} local steps"), ("batch_size", "batch {}"), ("client_lr", "client lr {}"),
-    ("weight_decay", "weight decay {}"), ("max_len", "max_len {}"), ("n_train", "n_train {}"),
-    ("n_val", "n_val {}"), ("n_test", "n_test {}"), ("setting", "{}"), ("sampler", "{} sampler"),
-    ("dropout", "dropout {}"), ("preset", "preset {}"), ("privacy", "{}"), ("primary", "metric {}"),
-)
+from fednlp_bench.leaderboard.tables import Row, Table
 
 
 def privacy_id(task: str, dataset: str, model: str) -> str:
     """The id of a task's privacy-utility block for one dataset and model."""
     return "p-" + hashlib.sha256(canonical([task, dataset, model]).encode()).hexdigest()[:12]
-
-
-def setup_chips(setup: dict[str, Any]) -> list[str]:
-    """Human-readable chips for a table's setup (budget, data sizes, setting, preset, ...)."""
-    chips = []
-    for key, fmt in SETUP_LABELS:
-        v = setup.get(key)
-        if v is None or (key == "dropout" and not v) or (key == "weight_decay" and not v) or v == "":
-            continue
-        chips.append(fmt.format(short_value(v)))
-    cont = setup.get("continual")
-    if isinstance(cont, dict):
-        chips += [f"{k} {short_value(cont[k])}" for k in sorted(cont) if k != "setting"]
-    peft = setup.get("peft")
-    if isinstance(peft, dict):
-        params = peft.get("params") if isinstance(peft.get("params"), dict) else {}
-        chips.append(f"peft {short_value(peft.get('method'))}" +
-                     "".join(f" {k}={short_value(params[k])}" for k in sorted(params)))
-    track = setup.get("track")
-    if isinstance(track, dict):
-        chips.append(f"track {short_value(track.get('name'))} v{short_value(track.get('version'))}")
-    return chips
 
 
 @dataclass

@@ -194,6 +194,8 @@ def _section(table: Table, out_dir: Path, plots: dict[str, tuple[str, int, int]]
     k = table.key
     cols = columns(table)
     title = '<span class="sep">/</span>'.join(esc(p) for p in (k.task, k.dataset, table.partition_label, k.model))
+    if table.variant:
+        title += f' <span class="variant">{esc(table.variant)}</span>'
     rows = []
     for row in table.all_rows:
         tds = "".join(_td(cell(row, col, table, out_dir), col, row) for col in cols)
@@ -253,13 +255,16 @@ def _matrix(m: Matrix) -> str:
             f'seeds. Columns: least to most heterogeneous partition. Click a cell for its table.</p>')
 
 
-def _matrix_block(m: Matrix, plots: dict, heading: str) -> str:
-    fig = ""
-    if "hetero" in plots.get(m.id, {}):
-        fig = _figure(plots[m.id]["hetero"], f"{m.tables[0].primary} against heterogeneity (95% CI bars)", m.title)
+def _matrix_block(m: Matrix, heading: str) -> str:
     return (f'<div class="mblock" id="{esc(m.id)}" data-dataset="{esc(m.key.dataset)}">{heading}'
-            f'<p class="chips">{_chips(m.chips)}</p>{_matrix(m)}'
-            f'{f"<div class=plots>{fig}</div>" if fig else ""}</div>')
+            f'<p class="chips">{_chips(m.chips)}</p>{_matrix(m)}</div>')
+
+
+def _hetero_figure(m: Matrix, plots: dict) -> str:
+    if "hetero" not in plots.get(m.id, {}):
+        return ""
+    return _figure(plots[m.id]["hetero"], f"Overview: final test {m.tables[0].primary} against heterogeneity, "
+                   "one line per algorithm (95% CI bars); dashed: centralized", m.title)
 
 
 def _others_table(others: list) -> str:
@@ -276,28 +281,35 @@ def _others_table(others: list) -> str:
             f'± {CI_LABEL}</th><th scope="col">Rank</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _privacy_block(ov: TaskOverview, plots: dict) -> str:
-    out = []
+def _privacy_parts(ov: TaskOverview, plots: dict) -> tuple[list[str], list[str]]:
+    """(figures, notes) of the task's privacy-utility plots, one per dataset and model."""
+    figures, notes = [], []
     for (dataset, model), tables in sorted(ov.privacy_tables.items()):
         pid = privacy_id(ov.task, dataset, model)
         links = ", ".join(f'<a href="#{esc(t.id)}">{esc(t.partition_label)}, {esc(t.key.setup_dict.get("privacy"))}</a>'
                           for t in tables)
-        fig = _figure(plots[pid]["privacy"], "Privacy-utility: epsilon against the primary metric", dataset) \
-            if "privacy" in plots.get(pid, {}) else ""
+        if "privacy" in plots.get(pid, {}):
+            figures.append(_figure(plots[pid]["privacy"], f"Privacy-utility on {dataset} / {model}: epsilon against "
+                                   f"final test {tables[0].primary}; DP rows are not ranked", dataset))
         base = "" if ov.privacy_baselines.get((dataset, model)) else (
             " No run without DP has the identical setup, so no no-DP line is drawn.")
-        out.append(f'<div class="pblock"><h4>Privacy-utility: {esc(dataset)} / {esc(model)}</h4>'
-                   f'<p class="meta">DP rows (not ranked) from: {links}.{esc(base)}</p>'
-                   f'{f"<div class=plots>{fig}</div>" if fig else ""}</div>')
-    return "".join(out)
+        notes.append(f'<p class="meta">Privacy-utility, {esc(dataset)} / {esc(model)}: DP rows from {links}.'
+                     f'{esc(base)}</p>')
+    return figures, notes
 
 
 def _task_overview(ov: TaskOverview, plots: dict) -> str:
     parts = [f'<section class="task-ov" data-task="{esc(ov.task)}"><h3>{esc(ov.task)}</h3>']
+    figures = []
     if ov.matrices:
         main = ov.matrices[0]
-        parts.append(_matrix_block(main, plots, f"<h4>{esc(main.title)} (main setup)</h4>"))
-    parts.append(_privacy_block(ov, plots))
+        parts.append(_matrix_block(main, f"<h4>{esc(main.title)} (main setup)</h4>"))
+        figures.append(_hetero_figure(main, plots))
+    privacy_figures, notes = _privacy_parts(ov, plots)
+    figures += privacy_figures
+    if any(figures):
+        parts.append(f'<div class="plots">{"".join(figures)}</div>')
+    parts += notes
     others = other_setup_rows(ov)
     if others:
         parts.append(f'<details class="more"><summary>{len(ov.matrices) - 1} more setup(s) of {esc(ov.task)}: '

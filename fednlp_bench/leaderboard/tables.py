@@ -37,13 +37,14 @@ from typing import Any
 
 from fednlp_bench.leaderboard.keys import (
     TableKey,
-    canonical,
     dp_levels,
     is_reference,
     plugin_id,
     primary_metric,
     reference_key,
     row_key,
+    setup_chips,
+    short_value,
     task_rank,
 )
 from fednlp_bench.leaderboard.load import LoadedRecord, Skipped
@@ -61,12 +62,6 @@ def number(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def short_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return v if isinstance(v, str) else canonical(v)
 
 
 def describe_params(params: dict[str, Any]) -> str:
@@ -214,6 +209,7 @@ class Table:
     tta_split: str = "test"
     baseline: Row | None = None
     notes: list[str] = field(default_factory=list)
+    variant: str = ""  # what sets this table's setup apart from its task's main setup
 
     @property
     def id(self) -> str:
@@ -236,7 +232,8 @@ class Table:
     @property
     def title(self) -> str:
         k = self.key
-        return f"{k.task} / {k.dataset} / {self.partition_label} / {k.model}"
+        title = f"{k.task} / {k.dataset} / {self.partition_label} / {k.model}"
+        return f"{title} — {self.variant}" if self.variant else title
 
     @property
     def references(self) -> list[Row]:
@@ -550,7 +547,13 @@ def order_tables(tables: list[Table]) -> list[Table]:
                 k.setup,
                 k.partition_method == "none", t.heterogeneity is None, t.heterogeneity or 0.0, t.partition_label)
 
-    return sorted(tables, key=order)
+    ordered = sorted(tables, key=order)
+    main: dict[str, set[str]] = {}
+    for t in ordered:  # the first table of a task has its main setup
+        chips = setup_chips(t.key.setup_dict)
+        base = main.setdefault(t.key.task, set(chips))
+        t.variant = " · ".join(c for c in chips if c not in base)
+    return ordered
 
 
 def partition_stats_record(records: list[LoadedRecord], spec: tuple) -> dict[str, Any] | None:
