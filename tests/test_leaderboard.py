@@ -672,3 +672,26 @@ def test_every_committed_record_passes_the_strict_checks():
     for path in paths:
         record, reason = read_raw(path)
         assert reason is None, (path.name, reason)
+
+
+def test_new_record_fields_are_presented(tmp_path):
+    rec = make_record()
+    rec["tuning"] = {"space": {"server_lr": [0.1, 0.01, 0.001], "tau": [1e-3, 1e-6]},
+                     "chosen": {"server_lr": 0.01, "tau": 1e-3}, "scores": [], "protocol": 1}
+    rec["peft"] = {"method": "lora", "params": {"r": 8}}
+    rec["cost"].update(n_params=150_000, n_params_total=22_700_000)
+    rec["track"] = {"name": "tc", "version": 2}
+    rec["fl"]["n_val"] = 50
+    rec["provenance"]["plugin"] = {"package": "feddyn-plugin", "version": "0.1.0"}
+    dp = make_record(seed=1, run_id="dp")
+    dp["privacy"] = {"user_level": {"noise_multiplier": 1.0, "clip": 1.0, "epsilon": 8.0, "delta": 0.001}}
+    results = tmp_path / "results"
+    write_record(results, rec)
+    write_record(results, dp)
+    report = build([results], tmp_path / "site", plots=False)
+    assert report.ok, report.summary()
+    md = (tmp_path / "site" / "README.md").read_text()
+    for text in ("tuned on validation (protocol 1): server\\_lr=0.01, tau=0.001 from 6 candidates",
+                 "150.0k / 22.7M", "peft lora r=8", "track tc v2", "n\\_val 50", "plugin version 0.1.0",
+                 "user 8 (δ 0.001)"):
+        assert text in md, text

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fednlp_bench.leaderboard.stats import CONFIDENCE, Diff
-from fednlp_bench.leaderboard.tables import PROVENANCE_KEYS, TTA_FRACTION, Row, Table, record_link
+from fednlp_bench.leaderboard.tables import PROVENANCE_KEYS, TTA_FRACTION, Row, Table, record_link, tuning_text
 from fednlp_bench.record_checks import safe_text
 
 GROUP_METRIC = "Metric"
@@ -93,6 +93,15 @@ def scaled(v: float | None, scale: float) -> str:
     return f"{x:,.1f}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
+def fmt_count(x: float | None) -> str:
+    if x is None:
+        return "–"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.1f}{suffix}"
+    return f"{x:.0f}"
+
+
 def _any(rows: list[Row], get) -> bool:
     return any(get(r) is not None for r in rows)
 
@@ -100,6 +109,10 @@ def _any(rows: list[Row], get) -> bool:
 def _cost_columns(table: Table) -> list[Column]:
     rows = table.all_rows
     cols = []
+    if any(r.cost.get("n_params_total") is not None for r in rows):
+        cols.append(Column("params", "Trained / total params", GROUP_COST, True, "Parameters trained and sent "
+                           "(cost.n_params) out of the model's total (cost.n_params_total, e.g. with PEFT)",
+                           lower_is_better=True))
     for key, header, cost, kind, help_ in (
         ("wall", "Wall", "wall_seconds", "time", "Wall-clock time of the run"),
         ("compute", "Compute", "client_compute_seconds", "time", "Summed client training time"),
@@ -194,9 +207,13 @@ def differing_provenance(table: Table, row: Row) -> list[tuple[str, str]]:
 
 
 def reproduce_commands(row: Row, out_dir: Path) -> list[str]:
-    """Per seed: the stored command of the run when there is one, and the verify command."""
+    """Per seed: the stored command of the run when there is one, and the verify command (and how the
+    hyper-parameters were tuned, when the record says)."""
     cmds = []
     for r in row.runs:
+        tuned = tuning_text(r.record)
+        if tuned:
+            cmds.append("# " + safe_text(tuned, 300))
         argv = r.record["provenance"].get("command")
         if isinstance(argv, list) and len(argv) > 1 and all(isinstance(a, str) for a in argv):
             argv = ["fednlp-bench" if argv[0].endswith("fednlp-bench") else argv[0], *argv[1:]]
@@ -237,6 +254,9 @@ def _tta_cell(row: Row, col: Column) -> Cell:
 
 
 def _cost_cell(row: Row, col: Column) -> Cell:
+    if col.key == "params":
+        n, total = row.cost.get("n_params"), row.cost.get("n_params_total")
+        return Cell(f"{fmt_count(n)} / {fmt_count(total)}", n)
     key = {"wall": "wall_seconds", "compute": "client_compute_seconds", "up": "bytes_up_per_round",
            "down": "bytes_down_per_round"}[col.key]
     v = row.cost[key]
@@ -252,8 +272,9 @@ def _misc_cell(row: Row, col: Column, table: Table, out_dir: Path) -> Cell:
         v = {"f_mean": row.fairness.mean, "f_std": row.fairness.std, "f_worst": row.fairness.worst10}[k]
         return Cell(fmt_metric(v), v)
     if k == "epsilon":
-        v = row.probes.get("epsilon")
-        return Cell(f"{row.epsilon_text} {v:.3g}".strip() if v is not None else "∞", v)
+        v, delta = row.probes.get("epsilon"), row.probes.get("delta")
+        text = f"{row.epsilon_text} {v:.3g}".strip() if v is not None else "∞"
+        return Cell(text + (f" (δ {delta:.2g})" if v is not None and delta is not None else ""), v)
     if k in ("mia", "flip"):
         v = row.probes.get("mia_auc" if k == "mia" else "flip_rate")
         return Cell(fmt_metric(v), v)
@@ -290,6 +311,6 @@ def cell(row: Row, column: Column, table: Table, out_dir: Path) -> Cell:
         return _diff_cell(row.gap, "no reference")
     if k.startswith("tta_"):
         return _tta_cell(row, column)
-    if k in ("wall", "compute", "up", "down"):
+    if k in ("wall", "compute", "up", "down", "params"):
         return _cost_cell(row, column)
     return _misc_cell(row, column, table, out_dir)

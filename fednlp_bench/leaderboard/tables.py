@@ -51,7 +51,8 @@ from fednlp_bench.leaderboard.load import LoadedRecord, Skipped
 from fednlp_bench.leaderboard.stats import Diff, Estimate, compare, mean_ci, rounds_to_target, tie_aware_ranks
 from fednlp_bench.record_checks import TASK_PRIMARY
 
-COST_KEYS = ("wall_seconds", "client_compute_seconds", "bytes_up_per_round", "bytes_down_per_round")
+COST_KEYS = ("wall_seconds", "client_compute_seconds", "bytes_up_per_round", "bytes_down_per_round", "n_params",
+             "n_params_total")
 TTA_FRACTION = 0.9
 BASELINE_ALGORITHM = "fedavg"
 
@@ -283,9 +284,27 @@ def epsilon_of(record: dict[str, Any]) -> tuple[str, float | None]:
     return "", None
 
 
+def tuning_text(record: dict[str, Any]) -> str:
+    """How the hyper-parameters were chosen (``tuning`` section), '' when the record has none."""
+    t = record.get("tuning")
+    if not isinstance(t, dict):
+        return ""
+    chosen = t.get("chosen") if isinstance(t.get("chosen"), dict) else {}
+    space = t.get("space") if isinstance(t.get("space"), dict) else {}
+    n = math.prod(len(v) for v in space.values() if isinstance(v, list)) if space else 0
+    text = "tuned on validation"
+    if t.get("protocol") is not None:
+        text += f" (protocol {short_value(t['protocol'])})"
+    if chosen:
+        text += ": " + ", ".join(f"{k}={short_value(chosen[k])}" for k in sorted(chosen))
+    return text + (f" from {n} candidates" if n else "")
+
+
 def _chips(record: dict[str, Any]) -> list[str]:
     hp = record["algorithm"]["hparams"]
     chips = [f"{k} {short_value(hp[k])}" for k in sorted(hp)]
+    if tuning_text(record):
+        chips.append("tuned")
     if privacy_label(record):
         chips.append(privacy_label(record))
     plugin = record["provenance"].get("plugin")
@@ -349,9 +368,16 @@ def cost_of(record: dict[str, Any], key: str) -> float | None:
     return v
 
 
+def _delta_of(record: dict[str, Any]) -> float | None:
+    priv = record.get("privacy") or {}
+    p = priv.get("user_level") or priv.get("sample_level")
+    return number(p.get("delta")) if isinstance(p, dict) else None
+
+
 def _probes(recs: list[dict[str, Any]]) -> dict[str, float | None]:
     return {
         "epsilon": stat(epsilon_of(r)[1] for r in recs).mean,
+        "delta": stat(_delta_of(r) for r in recs).mean,
         "mia_auc": stat(number(((r.get("audit") or {}).get("example") or {}).get("auc")) for r in recs).mean,
         "flip_rate": stat(number((r["metrics"].get("counterfactual") or {}).get("flip_rate")) for r in recs).mean,
     }
