@@ -64,6 +64,7 @@ class PrivacyPoint:
     level: str
     epsilon: float
     primary: Estimate
+    delta: float | None = None
 
 
 @dataclass
@@ -127,7 +128,8 @@ def _privacy(ov: TaskOverview, dp_tables: list[Table], plain: list[Table]) -> No
         for row in t.rows:
             eps = row.probes.get("epsilon")
             if eps is not None and row.primary.mean is not None:
-                ov.privacy.setdefault(where, []).append(PrivacyPoint(row.label, row.epsilon_text, eps, row.primary))
+                ov.privacy.setdefault(where, []).append(
+                    PrivacyPoint(row.label, row.epsilon_text, eps, row.primary, row.probes.get("delta")))
         twin = plain_by.get(_without_privacy(t))
         if twin is not None:
             lines = ov.privacy_baselines.setdefault(where, [])

@@ -149,7 +149,8 @@ def _overview_md(overviews: list[TaskOverview], plots: dict) -> list[str]:
                     "| DP row | ε | " + md_escape(ov.privacy_tables[(dataset, model)][0].primary) + " |",
                     "|---|---:|---:|"]
             for p in sorted(points, key=lambda p: -p.epsilon):
-                out.append(f"| {md_escape(p.label)} | {p.level} {p.epsilon:.3g} | "
+                delta = f" (δ {p.delta:.2g})" if p.delta is not None else ""
+                out.append(f"| {md_escape(p.label)} | {p.level} {p.epsilon:.3g}{delta} | "
                            f"{md_escape(fmt_ci(p.primary.mean, p.primary.half))} |")
             out.append("")
             if "privacy" in plots.get(pid, {}):
