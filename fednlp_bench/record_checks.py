@@ -18,6 +18,8 @@ is used :func:`strict_problems` also checks, for every field the leaderboard rea
 - structure: nesting depth at most :data:`MAX_DEPTH`, every string at most
   :data:`MAX_STRING_CHARS` characters and valid Unicode (no lone surrogates), no control or
   format characters in any string except tab and newline in free text;
+- run notes: ``metrics.failed_clients`` items ``{round, client, reason}`` with counts ``>= 0``,
+  ``algorithm.deviations`` a short list of strings, ``metrics.best_val`` like the final metrics;
 - consistency: for the built-in tasks, ``metrics.primary`` is the task's primary metric
   (:data:`TASK_PRIMARY`).
 
@@ -40,6 +42,7 @@ MAX_ABS_METRIC = 1e9
 MAX_COUNT = 10**15  # bytes, examples, tokens: far above any real run, far below float trouble
 MAX_SECONDS = 10**9  # ~30 years
 FUTURE_SKEW = timedelta(days=1)
+MAX_DEVIATIONS = 32
 
 # The primary metric of each built-in task (tasks/*.py ``primary_metric``; a test keeps the two
 # in step). Kept here as data so that the leaderboard never imports the torch-heavy adapters.
@@ -276,8 +279,30 @@ def _check_metrics(c: _Checker, m: dict[str, Any]) -> None:
                 elif not isinstance(v, (str, bool, list, dict)) and v is not None:
                     c.metric(f"metrics.{key}", k, v)
     c.number("metrics.dropped_clients", m.get("dropped_clients"), 0, MAX_COUNT, integer=True)
-    if "failed_clients" in m and not isinstance(m["failed_clients"], list):
+    _check_failed_clients(c, m.get("failed_clients"))
+    c.name("metrics.final_split", m.get("final_split"), optional=True)
+    best = m.get("best_val")
+    if c.mapping("metrics.best_val", best):
+        c.number("metrics.best_val.round", best.get("round"), 0, MAX_COUNT, integer=True)
+        c.number("metrics.best_val.val", best.get("val"), -MAX_ABS_METRIC, MAX_ABS_METRIC)
+        c.metrics_dict("metrics.best_val.test", best.get("test"))
+
+
+def _check_failed_clients(c: _Checker, failed: Any) -> None:
+    """``[{round, client, reason}]``: clients whose update raised and was left out of the round."""
+    if failed is None:
+        return
+    if not isinstance(failed, list):
         c.add("metrics.failed_clients", "must be a list")
+        return
+    for i, item in enumerate(failed):
+        where = f"metrics.failed_clients[{i}]"
+        if not c.mapping(where, item, optional=False):
+            return
+        c.number(f"{where}.round", item.get("round"), 0, MAX_COUNT, integer=True, optional=False)
+        c.number(f"{where}.client", item.get("client"), 0, MAX_COUNT, integer=True, optional=False)
+        if not isinstance(item.get("reason"), str):
+            c.add(f"{where}.reason", "must be a string")
 
 
 def _check_stats(c: _Checker, stats: Any) -> None:
@@ -319,7 +344,7 @@ def _check_audit(c: _Checker, r: dict[str, Any]) -> None:
 
 
 def _check_new_sections(c: _Checker, r: dict[str, Any]) -> None:
-    """Optional sections newer runs add: tuning, track, peft, provenance.plugin, fl.n_val."""
+    """Optional sections newer runs add: tuning, track, peft, provenance.plugin, algorithm.deviations."""
     tuning = r.get("tuning")
     if c.mapping("tuning", tuning):
         for key in ("space", "chosen"):
@@ -341,8 +366,14 @@ def _check_new_sections(c: _Checker, r: dict[str, Any]) -> None:
     plugin = prov.get("plugin")
     if c.mapping("provenance.plugin", plugin):
         for key, v in plugin.items():
-            if not isinstance(v, str) or len(v) > 512:
-                c.add(f"provenance.plugin.{key}", "must be a string of at most 512 characters")
+            if v is not None and (not isinstance(v, str) or len(v) > 512):
+                c.add(f"provenance.plugin.{key}", "must be null or a string of at most 512 characters")
+        c.name("provenance.plugin.source", plugin.get("source"), optional=True)
+    devs = r["algorithm"].get("deviations")
+    if devs is not None and not (isinstance(devs, list) and len(devs) <= MAX_DEVIATIONS
+                                 and all(isinstance(d, str) and 0 < len(d) <= 1000 for d in devs)):
+        c.add("algorithm.deviations", f"must be a list of at most {MAX_DEVIATIONS} non-empty strings "
+                                      "of at most 1000 characters")
     if "git_dirty" in prov and not isinstance(prov["git_dirty"], bool):
         c.add("provenance.git_dirty", "must be true or false")
     commit = prov.get("git_commit")

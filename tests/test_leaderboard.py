@@ -223,7 +223,9 @@ def test_table_key_separates_every_setting_that_changes_the_experiment():
                 "epochs": ("fl", "local_epochs", 2), "steps": ("fl", "local_steps", 10),
                 "batch": ("fl", "batch_size", 4), "lr": ("fl", "client_lr", 0.1), "n_train": ("fl", "n_train", 77),
                 "n_test": ("fl", "n_test", 55), "setting": ("fl", "setting", "continual"),
-                "sampler": ("fl", "sampler", "activity"), "dropout": ("fl", "dropout", 0.2)}
+                "sampler": ("fl", "sampler", "activity"), "dropout": ("fl", "dropout", 0.2),
+                "optimizer": ("fl", "client_optimizer", "sgd"), "momentum": ("fl", "client_momentum", 0.9),
+                "aggregator": ("fl", "aggregator", "median")}
     recs = [base]
     for i, (name, (section, key, value)) in enumerate(variants.items(), start=1):
         rec = copy.deepcopy(base)
@@ -261,15 +263,22 @@ def test_gap_only_against_a_reference_with_the_identical_setup():
 
 
 def test_rows_split_by_plugin_version_and_by_peft():
-    a = make_record(algorithm="feddyn")
-    a["provenance"]["plugin"] = {"package": "feddyn-plugin", "version": "0.1.0"}
-    b = make_record(algorithm="feddyn", seed=1, run_id="b")
-    b["provenance"]["plugin"] = {"package": "feddyn-plugin", "version": "0.2.0"}
-    c = make_record(algorithm="feddyn", seed=0, run_id="c")
-    c["provenance"]["plugin"] = {"file": "x.py", "sha256": "ab" * 32}
-    (table,) = make_tables(loaded(a, b, c))
-    assert sorted(r.detail for r in table.rows) == ["plugin sha256 abababababab", "plugin version 0.1.0",
-                                                    "plugin version 0.2.0"]
+    """provenance.plugin as fednlp_bench.registry writes it: a package's version or a file's
+    SHA-256 makes a row of its own; the same file bytes under another path are the same code."""
+    def plugin(rec, **ident):
+        rec["provenance"]["plugin"] = ident
+        return rec
+
+    ep = {"source": "entry-point", "distribution": "feddyn-plugin", "target": "feddyn_plugin:FedDyn"}
+    a = plugin(make_record(algorithm="feddyn"), **ep, version="0.1.0")
+    b = plugin(make_record(algorithm="feddyn", seed=1, run_id="b"), **ep, version="0.2.0")
+    c = plugin(make_record(algorithm="feddyn", seed=0, run_id="c"), source="file", path="a/x.py", sha256="ab" * 32)
+    d = plugin(make_record(algorithm="feddyn", seed=1, run_id="d"), source="file", path="b/x.py", sha256="ab" * 32)
+    e = plugin(make_record(algorithm="feddyn", seed=0, run_id="e"), source="file", path="a/x.py", sha256="cd" * 32)
+    (table,) = make_tables(loaded(a, b, c, d, e))
+    assert sorted((r.detail, r.seeds) for r in table.rows) == [
+        ("file x.py sha256 abababababab", [0, 1]), ("file x.py sha256 cdcdcdcdcdcd", [0]),
+        ("package feddyn-plugin 0.1.0", [0]), ("package feddyn-plugin 0.2.0", [1])]
     lora = make_record(run_id="lora")
     lora["peft"] = {"method": "lora", "params": {"r": 8}}
     assert len(make_tables(loaded(make_record(), lora))) == 2
@@ -651,7 +660,7 @@ def test_strict_checks_reject_out_of_range_and_ill_typed_fields():
         (lambda r: r.update(peft={"method": "lo\u200bra", "params": {}}), "peft.method contains"),
         (lambda r: r.update(tuning={"space": [1], "chosen": {}}), "tuning.space must be an object"),
         (lambda r: r["cost"].update(n_params_total=-1), "cost.n_params_total must be in"),
-        (lambda r: r["provenance"].update(plugin={"sha256": 5}), "provenance.plugin.sha256 must be a string"),
+        (lambda r: r["provenance"].update(plugin={"sha256": 5}), "provenance.plugin.sha256 must be null or a string"),
         (lambda r: r["metrics"]["per_round"].append({"round": 5, "split": "va\u202el"}), "split contains"),
     ]
     for mutate, message in cases:
@@ -682,7 +691,8 @@ def test_new_record_fields_are_presented(tmp_path):
     rec["cost"].update(n_params=150_000, n_params_total=22_700_000)
     rec["track"] = {"name": "tc", "version": 2}
     rec["fl"]["n_val"] = 50
-    rec["provenance"]["plugin"] = {"package": "feddyn-plugin", "version": "0.1.0"}
+    rec["provenance"]["plugin"] = {"source": "entry-point", "distribution": "feddyn-plugin", "version": "0.1.0",
+                                   "target": "feddyn_plugin:FedDyn"}
     dp = make_record(seed=1, run_id="dp")
     dp["privacy"] = {"user_level": {"noise_multiplier": 1.0, "clip": 1.0, "epsilon": 8.0, "delta": 0.001}}
     results = tmp_path / "results"
@@ -692,6 +702,6 @@ def test_new_record_fields_are_presented(tmp_path):
     assert report.ok, report.summary()
     md = (tmp_path / "site" / "README.md").read_text()
     for text in ("tuned on validation (protocol 1): server\\_lr=0.01, tau=0.001 from 6 candidates",
-                 "150.0k / 22.7M", "peft lora r=8", "track tc v2", "n\\_val 50", "plugin version 0.1.0",
+                 "150.0k / 22.7M", "peft lora r=8", "track tc v2", "n\\_val 50", "package feddyn-plugin 0.1.0",
                  "user 8 (δ 0.001)"):
         assert text in md, text

@@ -70,6 +70,12 @@ th.algorithm { text-align: left; font-weight: 400; min-width: 120px; max-width: 
 th.algorithm .name { font-weight: 600; display: block; }
 th.algorithm .chips { display: flex; flex-wrap: wrap; gap: 2px; margin-top: 2px; }
 th.algorithm .chip { font-size: 11px; padding: 0 5px; white-space: normal; overflow-wrap: anywhere; }
+span.flag { display: inline-block; font-size: 11px; font-weight: 600; padding: 0 5px; margin: 2px 2px 0 0;
+            border-radius: 3px; white-space: nowrap; }
+span.flag.failures { background: #fde7e4; color: #b42318; }
+span.flag.deviations { background: #fff1d6; color: #8a4b00; }
+ul.row-notes { margin: 6px 0; padding-left: 18px; font-size: 13px; }
+ul.row-notes ul { margin: 2px 0; padding-left: 16px; color: var(--muted); }
 td.sig { font-weight: 600; }
 td.pos { color: #1a7f37; } td.neg { color: #b42318; }
 td.ok { color: #1a7f37; font-weight: 600; }

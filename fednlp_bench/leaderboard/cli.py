@@ -36,10 +36,20 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    """Submit one record; a record with client failures is accepted with a warning on stderr and
+    ``(flagged: ...)`` on the ``submitted:`` line."""
+    from fednlp_bench.leaderboard.load import read_raw
+    from fednlp_bench.leaderboard.notes import client_failures, submit_warning
     from fednlp_bench.leaderboard.submit import submit
 
     target = submit(args.result, args.results_dir, replace=args.replace)  # RecordError -> exit 2
-    print(f"submitted: {safe_text(str(target), 300)}")
+    record, _ = read_raw(target)
+    failures = client_failures(record) if record is not None else None
+    flagged = f" (flagged: {failures.summary()})" if failures is not None and failures.total else ""
+    if flagged:
+        print(f"warning: {safe_text(str(args.result), 300)}: {safe_text(submit_warning(record), 900)}",
+              file=sys.stderr)
+    print(f"submitted: {safe_text(str(target), 300)}{flagged}")
     return 0
 
 

@@ -54,6 +54,12 @@ def fmt_metric(x: float | None) -> str:
     return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
 
 
+def fmt_delta(delta: float | None) -> str:
+    """How an epsilon's delta is shown next to it: ``δ 1e-05``, or that the record has none
+    (an epsilon without its delta states no guarantee, so it is never shown bare)."""
+    return f"δ {delta:.2g}" if delta is not None else "δ not recorded"
+
+
 def fmt_signed(x: float | None) -> str:
     if x is None:
         return "–"
@@ -222,6 +228,34 @@ def reproduce_commands(row: Row, out_dir: Path) -> list[str]:
     return cmds
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A visible warning on a row: a short ``marker``, one ``text`` line and its ``details``."""
+
+    kind: str  # "failures" or "deviations"
+    marker: str
+    text: str
+    details: list[str]
+
+
+def row_flags(row: Row) -> list[Flag]:
+    """Client failures (marker with the count) and departures from the paper's setup (the list)."""
+    flags = []
+    f = row.failures
+    if f.total:
+        seeds = f"{f.runs} of {len(row.runs)} seed{'s' * (len(row.runs) != 1)}"
+        flags.append(Flag("failures", f"⚠ {f.total} failed", f"{f.summary()} ({seeds})", list(f.examples)))
+    if row.deviations:
+        flags.append(Flag("deviations", "≠ paper setup", "deviates from the algorithm's paper setup",
+                          [safe_text(d, 400) for d in row.deviations]))
+    return flags
+
+
+def flag_notes(table: Table) -> list[tuple[Row, Flag]]:
+    """Every flag of a table's rows, for the notes under the table."""
+    return [(row, flag) for row in table.all_rows for flag in row_flags(row)]
+
+
 def _rank_cell(row: Row, table: Table) -> Cell:
     if row.is_reference:
         return Cell("ref", None)
@@ -274,7 +308,7 @@ def _misc_cell(row: Row, col: Column, table: Table, out_dir: Path) -> Cell:
     if k == "epsilon":
         v, delta = row.probes.get("epsilon"), row.probes.get("delta")
         text = f"{row.epsilon_text} {v:.3g}".strip() if v is not None else "∞"
-        return Cell(text + (f" (δ {delta:.2g})" if v is not None and delta is not None else ""), v)
+        return Cell(text + (f" ({fmt_delta(delta)})" if v is not None else ""), v)
     if k in ("mia", "flip"):
         v = row.probes.get("mia_auc" if k == "mia" else "flip_rate")
         return Cell(fmt_metric(v), v)

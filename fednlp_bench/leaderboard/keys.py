@@ -2,19 +2,23 @@
 
 - **Table key** (:class:`TableKey`): every setting that changes the experiment. Task, dataset,
   model; the partition (method, parameters without seed keys, number of clients); the budget
-  (rounds, clients per round, local epochs / steps, batch size, client lr, weight decay,
-  ``max_len``); the data sizes (``n_train``, ``n_val``, ``n_test``); the setting (static or
-  continual, with its arrival parameters), the client sampler and dropout; the preset; the
-  privacy mode (none, user-level or sample-level DP); and, when a record has them, its
-  ``peft`` section and ``track``. For a task that is not built in, the primary metric the
-  records declare is part of the key too (see :func:`primary_metric`).
+  (rounds, clients per round, local epochs / steps, batch size, client lr, weight decay, client
+  optimizer and momentum, server aggregator, ``max_len``); the data sizes (``n_train``,
+  ``n_val``, ``n_test``); the setting (static or continual, with its arrival parameters), the
+  client sampler and dropout; the preset; the privacy mode (none, user-level or sample-level
+  DP); and, when a record has them, its ``peft`` section and ``track``. For a task that is not
+  built in, the primary metric the records declare is part of the key too (see
+  :func:`primary_metric`).
 - **Reference key** (:func:`reference_key`): what a centralized run must share with a table to
   be its reference: task, dataset, model, data sizes, ``max_len``, rounds, local epochs /
-  steps, batch size, client lr, weight decay, peft and track. Client sampling settings do not
-  apply to a centralized run. A gap is only shown against such a reference.
-- **Row key** (:func:`row_key`): the algorithm name and hyper-parameters, the plugin's version
-  or file hash (``provenance.plugin``) and the DP noise and clip; runs with the same row key
-  are seeds of one row.
+  steps, batch size, client lr, weight decay, client optimizer and momentum, peft and track.
+  Client sampling settings and the aggregator do not apply to a centralized run. A gap is only
+  shown against such a reference.
+- **Row key** (:func:`row_key`): the algorithm name and hyper-parameters, the plugin's
+  identity (:func:`plugin_id`: a file plugin's SHA-256, a package's distribution and version),
+  the DP noise and clip, and the run's departures from the algorithm's paper setup
+  (``algorithm.deviations``); runs with the same row key are seeds of one row, so two versions
+  of a plugin are never averaged together.
 """
 from __future__ import annotations
 
@@ -29,9 +33,10 @@ REFERENCE_ALGORITHM = "centralized"
 REFERENCE_PARTITION = "none"
 SEED_KEYS = frozenset({"seed", "seeds", "partition_seed", "split_seed"})
 BUDGET_FIELDS = ("rounds", "clients_per_round", "local_epochs", "local_steps", "batch_size", "client_lr",
-                 "weight_decay")
+                 "weight_decay", "client_optimizer", "client_momentum", "aggregator")
 DATA_FIELDS = ("n_train", "n_val", "n_test")
-REFERENCE_FL_FIELDS = ("rounds", "local_epochs", "local_steps", "batch_size", "client_lr", "weight_decay")
+REFERENCE_FL_FIELDS = ("rounds", "local_epochs", "local_steps", "batch_size", "client_lr", "weight_decay",
+                       "client_optimizer", "client_momentum")
 
 
 def canonical(obj: Any) -> str:
@@ -95,9 +100,10 @@ def max_len(record: dict[str, Any]) -> int | None:
 
 
 def is_reference(record: dict[str, Any]) -> bool:
-    """A centralized run without DP: the reference of tables with the same reference key."""
+    """A built-in centralized run without DP: the reference of tables with the same reference key
+    (a plugin that calls itself "centralized" is an ordinary row)."""
     central = record["algorithm"]["name"] == REFERENCE_ALGORITHM or record["partition"]["method"] == REFERENCE_PARTITION
-    return central and not dp_levels(record)
+    return central and not dp_levels(record) and plugin_identity(record) is None
 
 
 def setup(record: dict[str, Any]) -> dict[str, Any]:
@@ -129,20 +135,56 @@ def reference_key(record: dict[str, Any]) -> str:
     return canonical(parts)
 
 
-def plugin_id(record: dict[str, Any]) -> str:
-    """The plugin's version or file hash from ``provenance.plugin`` ('' for built-ins)."""
+def plugin_identity(record: dict[str, Any]) -> dict[str, Any] | None:
+    """``provenance.plugin`` when the algorithm's code is not built in (None for built-ins).
+
+    Records written before plugins were identified have no such field; they count as built-in.
+    """
     plugin = record["provenance"].get("plugin")
-    if not isinstance(plugin, dict):
+    if not isinstance(plugin, dict) or plugin.get("source") == "builtin":
+        return None
+    return plugin
+
+
+def plugin_id(record: dict[str, Any]) -> str:
+    """What tells two versions of a plugin apart ('' for built-ins): a file plugin's SHA-256
+    (its path does not matter: the same bytes are the same code), an installed package's
+    distribution name and version, otherwise the whole ``provenance.plugin`` section."""
+    plugin = plugin_identity(record)
+    if plugin is None:
         return ""
-    for key in ("version", "sha256"):
-        if isinstance(plugin.get(key), str):
-            return f"{key} {plugin[key][:12]}"
+    if isinstance(plugin.get("sha256"), str):
+        return f"sha256 {plugin['sha256']}"
+    dist = plugin.get("distribution") or plugin.get("package")
+    if isinstance(dist, str):
+        return f"{dist} {plugin.get('version') or 'version unknown'}"
     return canonical(plugin)
+
+
+def plugin_text(record: dict[str, Any]) -> str:
+    """The plugin's identity as a short chip: ``file plugin.py sha256 1a2b3c4d5e6f`` or
+    ``package my-fl 1.2.0`` ('' for built-ins)."""
+    plugin = plugin_identity(record)
+    if plugin is None:
+        return ""
+    if isinstance(plugin.get("sha256"), str):
+        name = str(plugin.get("path") or "").replace("\\", "/").rpartition("/")[2]
+        return f"file {name} sha256 {plugin['sha256'][:12]}".replace("  ", " ")
+    dist = plugin.get("distribution") or plugin.get("package")
+    if isinstance(dist, str):
+        return f"package {dist} {plugin.get('version') or '(version unknown)'}"
+    return f"plugin {short_value(plugin)}"[:120]
+
+
+def deviations(record: dict[str, Any]) -> list[str]:
+    """``algorithm.deviations``: where the run departs from the algorithm's paper setup."""
+    devs = record["algorithm"].get("deviations")
+    return [d for d in devs if isinstance(d, str)] if isinstance(devs, list) else []
 
 
 def row_key(record: dict[str, Any]) -> str:
     return canonical([record["algorithm"]["name"], record["algorithm"]["hparams"], plugin_id(record),
-                      privacy_row(record)])
+                      privacy_row(record), sorted(deviations(record))])
 
 
 @dataclass(frozen=True, order=True)
@@ -190,7 +232,8 @@ def identity(record: dict[str, Any]) -> str:
 SETUP_LABELS = (
     ("rounds", "{} rounds"), ("clients_per_round", "{} clients/round"), ("local_epochs", "{} local epoch(s)"),
     ("local_steps", "{} local steps"), ("batch_size", "batch {}"), ("client_lr", "client lr {}"),
-    ("weight_decay", "weight decay {}"), ("max_len", "max_len {}"), ("n_train", "n_train {}"),
+    ("weight_decay", "weight decay {}"), ("client_optimizer", "{} clients"), ("client_momentum", "momentum {}"),
+    ("aggregator", "{} aggregation"), ("max_len", "max_len {}"), ("n_train", "n_train {}"),
     ("n_val", "n_val {}"), ("n_test", "n_test {}"), ("setting", "{}"), ("sampler", "{} sampler"),
     ("dropout", "dropout {}"), ("preset", "preset {}"), ("privacy", "{}"), ("primary", "metric {}"),
 )
@@ -201,7 +244,7 @@ def setup_chips(setup: dict[str, Any]) -> list[str]:
     chips = []
     for key, fmt in SETUP_LABELS:
         v = setup.get(key)
-        if v is None or (key == "dropout" and not v) or (key == "weight_decay" and not v) or v == "":
+        if v is None or (key in ("dropout", "weight_decay", "client_momentum") and not v) or v == "":
             continue
         chips.append(fmt.format(short_value(v)))
     cont = setup.get("continual")

@@ -191,7 +191,8 @@ def privacy_plot(points: Sequence[Any], baselines: Sequence[tuple[str, float]], 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # math text is off: no 10^x labels
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         deltas = sorted({f"{p.delta:.2g}" for p in points if getattr(p, "delta", None) is not None})
-        at = f" at δ = {', '.join(deltas)}" if deltas else " (δ not recorded)"
+        missing = any(getattr(p, "delta", None) is None for p in points)
+        at = f" at δ = {', '.join(deltas + ['not recorded'] * missing)}"
         ax.set_xlabel(f"epsilon{at} (log scale; smaller = more private)")
         ax.set_ylabel(f"final test {metric}")
         ax.grid(True, alpha=0.3, which="both")

@@ -23,9 +23,12 @@ from fednlp_bench.leaderboard.columns import (
     Column,
     cell,
     columns,
+    flag_notes,
     fmt_ci,
+    fmt_delta,
     fmt_diff,
     fmt_metric,
+    row_flags,
 )
 from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, privacy_id, setup_chips
 from fednlp_bench.leaderboard.tables import TTA_FRACTION, Row, Table, record_link
@@ -83,7 +86,20 @@ def _algo_body(row: Row, c: Cell) -> str:
     body = f'<span class="name">{esc(c.text)}</span>'
     if row.chips:
         body += f'<span class="chips">{_chips(row.chips)}</span>'
+    for flag in row_flags(row):
+        title = "; ".join([flag.text, *flag.details])
+        body += f'<span class="flag {flag.kind}" title="{esc(title)}">{esc(flag.marker)}</span>'
     return body
+
+
+def _flag_notes(table: Table) -> str:
+    """The flags of the table's rows in full, under the table (a tooltip alone is easy to miss)."""
+    items = []
+    for row, flag in flag_notes(table):
+        details = "".join(f"<li>{esc(d)}</li>" for d in flag.details)
+        items.append(f'<li class="{flag.kind}"><b>{esc(row.label)}</b> <span class="flag {flag.kind}">'
+                     f'{esc(flag.marker)}</span> {esc(flag.text)}{f"<ul>{details}</ul>" if details else ""}</li>')
+    return f'<ul class="row-notes">{"".join(items)}</ul>\n' if items else ""
 
 
 def _records_body(c: Cell) -> str:
@@ -205,7 +221,7 @@ def _section(table: Table, out_dir: Path, plots: dict[str, tuple[str, int, int]]
         f'data-dataset="{esc(k.dataset)}" data-partition="{esc(table.partition_label)}">\n'
         f'<h3>{title}</h3>\n<p class="chips">{_chips(setup_chips(k.setup_dict))}</p>\n{_meta(table)}\n'
         f'<div class="scroll"><table class="lb">{_thead(cols)}\n<tbody>\n' + "\n".join(rows)
-        + f"\n</tbody></table></div>\n{_figures(table, plots)}\n</section>"
+        + f"\n</tbody></table></div>\n{_flag_notes(table)}{_figures(table, plots)}\n</section>"
     )
 
 
@@ -218,7 +234,8 @@ def _matrix_cell(m: Matrix, label: str, t: Table) -> str:
     main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
     rank = f"rank {row.rank}{'=' if row.tied else ''}" if row.rank is not None else ""
     sub = " · ".join(p for p in (fmt_metric(row.primary.mean) if row.gap is not None else "", rank,
-                                 f"{row.primary.n} seed{'s' if row.primary.n != 1 else ''}") if p)
+                                 f"{row.primary.n} seed{'s' if row.primary.n != 1 else ''}",
+                                 *(f.marker for f in row_flags(row))) if p)
     return (f'<td class="{gap_class(row)}"><a href="#{esc(t.id)}">{esc(main)}</a>'
             f'<span class="sub">{esc(sub)}</span></td>')
 
@@ -288,9 +305,11 @@ def _privacy_parts(ov: TaskOverview, plots: dict) -> tuple[list[str], list[str]]
         pid = privacy_id(ov.task, dataset, model)
         links = ", ".join(f'<a href="#{esc(t.id)}">{esc(t.partition_label)}, {esc(t.key.setup_dict.get("privacy"))}</a>'
                           for t in tables)
+        deltas = sorted({fmt_delta(p.delta) for p in ov.privacy.get((dataset, model), [])})
         if "privacy" in plots.get(pid, {}):
-            figures.append(_figure(plots[pid]["privacy"], f"Privacy-utility on {dataset} / {model}: epsilon against "
-                                   f"final test {tables[0].primary}; DP rows are not ranked", dataset))
+            figures.append(_figure(plots[pid]["privacy"], f"Privacy-utility on {dataset} / {model}: epsilon "
+                                   f"({', '.join(deltas)}) against final test {tables[0].primary}; DP rows are "
+                                   "not ranked", dataset))
         base = "" if ov.privacy_baselines.get((dataset, model)) else (
             " No run without DP has the identical setup, so no no-DP line is drawn.")
         notes.append(f'<p class="meta">Privacy-utility, {esc(dataset)} / {esc(model)}: DP rows from {links}.'

@@ -5,7 +5,19 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
-from fednlp_bench.leaderboard.columns import CI_LABEL, RANK_RULE, Cell, Column, cell, columns, fmt_ci, fmt_diff
+from fednlp_bench.leaderboard.columns import (
+    CI_LABEL,
+    RANK_RULE,
+    Cell,
+    Column,
+    cell,
+    columns,
+    flag_notes,
+    fmt_ci,
+    fmt_delta,
+    fmt_diff,
+    row_flags,
+)
 from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, privacy_id, setup_chips
 from fednlp_bench.leaderboard.tables import TTA_FRACTION, Table, record_link
 from fednlp_bench.record_checks import safe_text
@@ -67,6 +79,15 @@ def _reproduce(table: Table, cols: list[Column], out_dir: Path) -> list[str]:
     return lines + ["", "</details>", ""]
 
 
+def _flag_lines(table: Table) -> list[str]:
+    """Each flagged row in full under its table: failures with examples, deviations listed."""
+    lines = []
+    for row, flag in flag_notes(table):
+        lines.append(f"- **{md_escape(flag.marker)}** {md_escape(row.label)}: {md_escape(flag.text)}")
+        lines += [f"  - {md_escape(d)}" for d in flag.details]
+    return lines + [""] if lines else []
+
+
 def render_table(table: Table, out_dir: Path, plots: dict[str, tuple[str, int, int]]) -> str:
     cols = columns(table)
     lines = [f"### {md_escape(table.title)}", "",
@@ -80,11 +101,14 @@ def render_table(table: Table, out_dir: Path, plots: dict[str, tuple[str, int, i
             text = _cell_md(cell(row, col, table, out_dir))
             if col.key == "algorithm" and row.chips:
                 text += f"<br>{md_escape(row.detail)}"
+            if col.key == "algorithm":
+                text += "".join(f"<br>**{md_escape(f.marker)}**" for f in row_flags(row))
             if col.key == "rank" and row.is_reference:
                 text = "*ref*"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _flag_lines(table)
     lines += _reproduce(table, cols, out_dir)
     for key, alt in (("curve", "Convergence"), ("heatmap", "Partition")):
         if key in plots:
@@ -112,7 +136,8 @@ def _matrix_md(m: Matrix, plots: dict) -> list[str]:
                 continue
             main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
             rank = f"rank {row.rank}{'=' if row.tied else ''}" if row.rank is not None else ""
-            cells.append(f"{md_escape(main)}<br>{md_escape(rank)}")
+            marks = "".join(f" {f.marker}" for f in row_flags(row))
+            cells.append(f"{md_escape(main)}<br>{md_escape(rank + marks)}")
         mr = m.mean_rank.get(label)
         cells.append(f"{mr[0]:.2f} ({mr[1]})" if mr else "–")
         lines.append(f"| {md_escape(label)} | " + " | ".join(cells) + " |")
@@ -149,8 +174,7 @@ def _overview_md(overviews: list[TaskOverview], plots: dict) -> list[str]:
                     "| DP row | ε | " + md_escape(ov.privacy_tables[(dataset, model)][0].primary) + " |",
                     "|---|---:|---:|"]
             for p in sorted(points, key=lambda p: -p.epsilon):
-                delta = f" (δ {p.delta:.2g})" if p.delta is not None else ""
-                out.append(f"| {md_escape(p.label)} | {p.level} {p.epsilon:.3g}{delta} | "
+                out.append(f"| {md_escape(p.label)} | {p.level} {p.epsilon:.3g} ({fmt_delta(p.delta)}) | "
                            f"{md_escape(fmt_ci(p.primary.mean, p.primary.half))} |")
             out.append("")
             if "privacy" in plots.get(pid, {}):

@@ -2,7 +2,7 @@
 as the pages, every record string passed through :func:`~fednlp_bench.record_checks.safe_text`."""
 from __future__ import annotations
 
-from fednlp_bench.leaderboard.columns import CI_LABEL, RANK_RULE, fmt_ci, fmt_diff
+from fednlp_bench.leaderboard.columns import CI_LABEL, RANK_RULE, flag_notes, fmt_ci, fmt_diff, row_flags
 from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, setup_chips
 from fednlp_bench.leaderboard.tables import TTA_FRACTION, Row, Table
 from fednlp_bench.record_checks import safe_text
@@ -42,9 +42,13 @@ def table_text(t: Table) -> list[str]:
         rank = "ref" if row.is_reference else ("DP" if t.dp else f"{row.rank}{'=' if row.tied else ''}")
         vs = "baseline" if row is t.baseline else fmt_diff(row.vs_baseline)
         gap = "-" if row.is_reference else (fmt_diff(row.gap) if row.gap else "no reference")
-        rows.append([rank, safe_text(row.label, 60), fmt_ci(row.primary.mean, row.primary.half),
+        marks = "".join(f" [{f.marker}]" for f in row_flags(row))
+        rows.append([rank, safe_text(row.label, 60) + marks, fmt_ci(row.primary.mean, row.primary.half),
                      str(row.primary.n), vs, gap, _tta(row)])
     lines += ["  " + ln for ln in _grid(header, rows, {2, 3, 4, 5, 6})]
+    for row, flag in flag_notes(t):
+        lines.append(f"  {flag.marker}: {safe_text(row.label, 60)}: {flag.text}")
+        lines += [f"    - {d}" for d in flag.details]
     return lines
 
 

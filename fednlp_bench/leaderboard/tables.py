@@ -39,7 +39,8 @@ from fednlp_bench.leaderboard.keys import (
     TableKey,
     dp_levels,
     is_reference,
-    plugin_id,
+    plugin_identity,
+    plugin_text,
     primary_metric,
     reference_key,
     row_key,
@@ -48,6 +49,7 @@ from fednlp_bench.leaderboard.keys import (
     task_rank,
 )
 from fednlp_bench.leaderboard.load import LoadedRecord, Skipped
+from fednlp_bench.leaderboard.notes import ClientFailures, row_deviations, row_failures
 from fednlp_bench.leaderboard.stats import Diff, Estimate, compare, mean_ci, rounds_to_target, tie_aware_ranks
 from fednlp_bench.record_checks import TASK_PRIMARY
 
@@ -147,6 +149,8 @@ class Row:
     tta: TimeToAccuracy | None = None
     rank: int | None = None
     tied: bool = False
+    failures: ClientFailures = field(default_factory=ClientFailures)  # clients left out of rounds
+    deviations: list[str] = field(default_factory=list)  # departures from the paper's setup
 
     @property
     def seeds(self) -> list[int]:
@@ -307,9 +311,8 @@ def _chips(record: dict[str, Any]) -> list[str]:
         chips.append("tuned")
     if privacy_label(record):
         chips.append(privacy_label(record))
-    plugin = record["provenance"].get("plugin")
-    if isinstance(plugin, dict):
-        chips.append(f"plugin {plugin_id(record)}")
+    if plugin_text(record):
+        chips.append(plugin_text(record))
     return chips
 
 
@@ -403,6 +406,8 @@ def _make_row(runs: list[LoadedRecord], primary: str, secondary: list[str]) -> R
         curve_split="val" if splits == {"val"} else "test",
         probes=_probes(recs),
         epsilon_text=epsilon_of(recs[0])[0],
+        failures=row_failures(recs),
+        deviations=row_deviations(recs),
     )
 
 
@@ -437,8 +442,9 @@ def _time_to_accuracy(row: Row, primary: str, target: float) -> TimeToAccuracy:
 
 
 def _baseline(rows: list[Row]) -> Row | None:
-    """The FedAvg row the others are compared with: most seeds, then fewest hyper-parameters."""
-    cands = [r for r in rows if r.algorithm == BASELINE_ALGORITHM and r.primary.n]
+    """The built-in FedAvg row the others are compared with: most seeds, then fewest chips."""
+    cands = [r for r in rows if r.algorithm == BASELINE_ALGORITHM and r.primary.n
+             and plugin_identity(r.runs[0].record) is None]
     return sorted(cands, key=lambda r: (-r.primary.n, len(r.chips), r.label))[0] if cands else None
 
 
