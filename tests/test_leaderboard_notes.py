@@ -139,14 +139,15 @@ def test_ill_formed_deviations_are_rejected():
 
 
 def test_a_plugin_named_like_a_builtin_is_its_own_row_never_the_baseline_or_the_reference():
-    fake = make_record(algorithm="fedavg", value=0.99, run_id="fake")
-    fake["provenance"]["plugin"] = {"source": "file", "path": "fedavg.py", "sha256": "ef" * 32}
+    fake, fake1 = (make_record(algorithm="fedavg", value=0.99, seed=s, run_id=f"fake{s or ''}") for s in (0, 1))
+    for f in (fake, fake1):  # more seeds than the built-in: it would be the baseline by seed count
+        f["provenance"]["plugin"] = {"source": "file", "path": "fedavg.py", "sha256": "ef" * 32}
     real = make_record(algorithm="fedavg", value=0.7, run_id="real")
     real["provenance"]["plugin"] = {"source": "builtin"}
     central = make_record(algorithm="centralized", value=0.2, run_id="fake-central")
     central["provenance"]["plugin"] = {"source": "file", "path": "c.py", "sha256": "01" * 32}
     ref = make_record(algorithm="centralized", value=0.9, run_id="ref")
-    tables = make_tables(loaded(fake, real, central, ref))
+    tables = make_tables(loaded(fake, fake1, real, central, ref))
     (table,) = [t for t in tables if t.key.partition_method == "dirichlet_label"]
     (other,) = [t for t in tables if t is not table]  # no partition: the plugin "centralized" run is a row
     assert other.reference.runs[0].record["run_id"] == "ref"
@@ -155,7 +156,7 @@ def test_a_plugin_named_like_a_builtin_is_its_own_row_never_the_baseline_or_the_
     assert table.reference is not None and table.reference.runs[0].record["run_id"] == "ref"
     fake_row = next(r for r in table.rows if r.runs[0].record["run_id"] == "fake")
     assert fake_row.detail == "file fedavg.py sha256 efefefefefef"
-    assert round(fake_row.vs_baseline.mean, 6) == 0.29  # 0.99 - 0.7, against the built-in
+    assert round(fake_row.vs_baseline.mean, 6) == 0.29  # 0.99 - 0.7 (seed 0), against the built-in
     assert round(fake_row.gap.mean, 6) == 0.09  # 0.99 - 0.9, against the built-in centralized run
 
 

@@ -169,6 +169,15 @@ def heterogeneity_plot(series: dict[str, list[tuple[float, float, float | None]]
         return _save(fig, path)
 
 
+def _deltas(points: Sequence[Any]) -> str:
+    """``δ = 1e-05`` (or several, or ``δ not recorded``): an epsilon means nothing without its delta."""
+    deltas = sorted({p.delta for p in points if p.delta is not None})
+    text = "δ = " + ", ".join(f"{d:.2g}" for d in deltas) if deltas else ""
+    if any(p.delta is None for p in points):
+        text = f"{text}; δ not recorded" if text else "δ not recorded"
+    return text
+
+
 def privacy_plot(points: Sequence[Any], baselines: Sequence[tuple[str, float]], metric: str,
                  path: Path) -> tuple[int, int] | None:
     """Privacy-utility: epsilon (log scale) against the primary metric (mean, 95% CI bars), one
@@ -184,16 +193,14 @@ def privacy_plot(points: Sequence[Any], baselines: Sequence[tuple[str, float]], 
             if pts:
                 ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker=marker,
                             ls="-" if level == "user" else "none", capsize=2.5, ms=5,
-                            label=f"{level}-level DP" + (" (DP-SGD)" if level == "sample" else " (DP-FedAvg)"))
+                            label=f"{level}-level DP" + (" (DP-SGD)" if level == "sample" else " (DP-FedAvg)")
+                            + f", {_deltas([p for p in points if p.level == level])}")
         for j, (label, value) in enumerate(baselines):
             ax.axhline(value, color=f"C{(j + 2) % 10}", ls=":", lw=1.3, label=_label(label))
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # math text is off: no 10^x labels
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        deltas = sorted({f"{p.delta:.2g}" for p in points if getattr(p, "delta", None) is not None})
-        missing = any(getattr(p, "delta", None) is None for p in points)
-        at = f" at δ = {', '.join(deltas + ['not recorded'] * missing)}"
-        ax.set_xlabel(f"epsilon{at} (log scale; smaller = more private)")
+        ax.set_xlabel("epsilon at the δ in the legend (log scale; smaller = more private)")
         ax.set_ylabel(f"final test {metric}")
         ax.grid(True, alpha=0.3, which="both")
         _legend_below(ax, 2 + len(baselines))
