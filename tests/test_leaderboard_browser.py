@@ -48,7 +48,10 @@ def site(tmp_path):
         write_record(results, rec)
     for seed, v in enumerate([0.84, 0.86]):
         write_record(results, make_record(algorithm="scaffold", seed=seed, value=v))
-    write_record(results, make_record(dataset="agnews", algorithm="fedavg", value=0.6))
+    flagged = make_record(dataset="agnews", algorithm="fedavg", value=0.6)
+    flagged["metrics"]["failed_clients"] = [{"round": 2, "client": c, "reason": "RuntimeError: boom"} for c in (1, 3)]
+    flagged["algorithm"]["deviations"] = ["clients use adamw; the paper's analysis assumes sgd"]
+    write_record(results, flagged)
     write_record(results, make_record(dataset="agnews", algorithm="centralized", value=0.7))
     write_record(results, make_record(algorithm=XSS_ALERT, dataset=XSS_DATASET, value=0.5), "xss1.json")
     write_record(results, make_record(algorithm=XSS_FLAG, dataset=XSS_DATASET, value=0.4), "xss2.json")
@@ -183,6 +186,20 @@ def test_page_in_headless_chromium(site, driver, tmp_path):
     moved = driver.execute_script("return arguments[0].getBoundingClientRect().left", name_cell)
     assert moved == pytest.approx(left, abs=1)
     driver.execute_script("arguments[0].scrollLeft = 0", scroller)
+
+    # Client failures and paper deviations: visible markers inside the algorithm cell, listed under the table.
+    agnews = _board(driver, "agnews")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", agnews)
+    cell = agnews.find_element("css selector", "tbody tr:not(.ref) th.algorithm")
+    flags = cell.find_elements("css selector", "span.flag")
+    assert [f.text for f in flags] == ["⚠ 2 failed", "≠ paper setup"]
+    box = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", cell)
+    for f in flags:
+        r = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", f)
+        assert f.is_displayed() and r["width"] > 0 and box["left"] - 1 <= r["left"] and r["right"] <= box["right"] + 1
+    notes = agnews.find_element("css selector", "ul.row-notes")
+    assert notes.is_displayed() and "2 failed client updates (1 of 1 seed)" in notes.text
+    assert "seed 0 round 2 client 3: RuntimeError: boom" in notes.text and "assumes sgd" in notes.text
 
     # Filtering by dataset hides the other tables and their rows.
     Select(driver.find_element("css selector", "select#f-dataset")).select_by_value("agnews")
