@@ -1,4 +1,4 @@
-"""Command line: ``fednlp-bench run|list|prepare|partition|export|table|leaderboard|submit``.
+"""Command line: ``fednlp-bench run|list|prepare|partition|export|leaderboard|submit|verify|table``.
 
 Every user error (bad config value, unknown name, missing data package) ends
 as one clear line on stderr and exit code 2, never a traceback.
@@ -200,39 +200,6 @@ def _refuse_subsample_without_data(cfg, task, dsd, data_file) -> None:
         )
 
 
-def cmd_table(args) -> int:
-    """Print a short table of result records (newest per configuration)."""
-    import glob
-
-    rows = {}
-    for path in sorted(glob.glob(os.path.join(args.results, "*.json"))):
-        try:
-            with open(path) as fh:
-                rec = json.load(fh)
-            key = (rec["task"], rec["dataset"], rec["algorithm"]["name"], rec["partition"]["method"],
-                   json.dumps(rec["partition"].get("params", {}), sort_keys=True), rec.get("preset"))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if args.task and rec["task"] != args.task:
-            continue
-        if key not in rows or rec["created"] >= rows[key]["created"]:
-            rows[key] = rec
-    if not rows:
-        print(f"no result records in {args.results}")
-        return 0
-    print(f"{'task/dataset':<18} {'algorithm':<12} {'partition':<28} {'metric':<9} {'untrained':>9} "
-          f"{'final':>7} {'wall s':>7}")
-    for key in sorted(rows, key=lambda k: (k[0], k[1], k[2] != "centralized", k[3], k[4], k[2])):
-        rec = rows[key]
-        m = rec["metrics"]
-        params = ",".join(f"{k}={v}" for k, v in rec["partition"].get("params", {}).items())
-        part = rec["partition"]["method"] + (f"({params})" if params else "")
-        print(f"{rec['task'] + '/' + rec['dataset']:<18} {rec['algorithm']['name']:<12} {part:<28} "
-              f"{m['primary']:<9} {m.get('initial', {}).get(m['primary'], float('nan')):>9.4f} "
-              f"{m['final'][m['primary']]:>7.4f} {rec['cost']['wall_seconds']:>7.1f}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fednlp-bench", description="Federated NLP benchmark suite.")
     parser.add_argument("--version", action="version", version=f"fednlp-bench {__version__}")
@@ -263,10 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-file", default=None, metavar="PATH",
                    help="also write the rows as a FedNLP data file (X/<id>, Y/<id>, attributes)")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("table", help="print a short table of result records")
-    p.add_argument("--results", default="results", help="directory of result records")
-    p.add_argument("--task", default=None, help="only this task")
-    p.set_defaults(func=cmd_table)
     p = sub.add_parser("list", help="list tasks, algorithms (with plugin sources), partitioners, samplers")
     p.set_defaults(func=cmd_list)
     from fednlp_bench.suite_cli import register as register_tracks

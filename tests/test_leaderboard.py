@@ -15,6 +15,7 @@ import pytest
 from fednlp_bench.leaderboard import build, record_digest, submission_name, submit
 from fednlp_bench.leaderboard.cli import register
 from fednlp_bench.leaderboard.load import LoadedRecord
+from fednlp_bench.leaderboard.overview import overview
 from fednlp_bench.leaderboard.render_md import md_escape
 from fednlp_bench.leaderboard.tables import client_fairness, make_tables, stat
 from fednlp_bench.record import SCHEMA_VERSION, RecordError, validate
@@ -49,7 +50,7 @@ def make_record(
     if central:
         method, params, n_clients, stats = "none", {}, 1, None
     params = {"alpha": 0.5} if params is None else params
-    per_client = [value - 0.1, value, value + 0.1, value] if per_client is None else per_client
+    per_client = [value - 0.1, value, min(value + 0.1, 1.0), value] if per_client is None else per_client
     final = {primary: value, **(secondary if secondary is not None else {"macro_f1": value - 0.05})}
     if stats is None and not central:
         stats = {
@@ -125,28 +126,70 @@ def test_stat_mean_and_sample_std():
     assert stat([]).mean is None
 
 
-def test_rows_mean_std_over_seeds_gap_and_rank():
+T2 = 4.302653  # t(0.975, df=2) from a printed table
+
+
+def test_rows_mean_ci_gap_baseline_rank_and_time_to_accuracy():
     (table,) = make_tables(loaded(*standard_records()))
     assert table.primary == "accuracy"
-    assert [r.algorithm for r in table.references] == ["centralized"]
-    assert [r.algorithm for r in table.rows] == ["fedavg", "fedprox"]  # ranked by mean
-    fedavg, fedprox = table.rows
-    assert fedavg.primary.mean == pytest.approx(0.8) and fedavg.primary.std == pytest.approx(0.1)
+    assert table.reference is not None and table.reference.algorithm == "centralized"
+    fedavg, fedprox = sorted(table.rows, key=lambda r: r.algorithm)
+    # mean ± t(2) * s / sqrt(3): fedavg [0.7, 0.8, 0.9] -> s = 0.1
+    assert fedavg.primary.mean == pytest.approx(0.8) and fedavg.primary.half == pytest.approx(T2 * 0.1 / math.sqrt(3))
     assert fedavg.primary.n == 3 and fedavg.seeds == [0, 1, 2]
     assert fedprox.primary.mean == pytest.approx(0.78)
-    ref = table.references[0]
-    assert ref.primary.mean == pytest.approx(0.92)
-    assert fedavg.gap == pytest.approx(0.8 - 0.92) and fedprox.gap == pytest.approx(0.78 - 0.92)
-    assert (fedavg.rank, fedprox.rank, ref.rank) == (1, 2, None)
+    # gap paired with centralized [0.90, 0.92, 0.94]: fedavg d = [-0.2, -0.12, -0.04] (s = 0.08), not significant;
+    # fedprox d = [-0.15, -0.14, -0.13] (s = 0.01), significant
+    assert fedavg.gap.mean == pytest.approx(-0.12) and fedavg.gap.half == pytest.approx(T2 * 0.08 / math.sqrt(3))
+    assert not fedavg.gap.significant
+    assert fedprox.gap.mean == pytest.approx(-0.14) and fedprox.gap.half == pytest.approx(T2 * 0.01 / math.sqrt(3))
+    assert fedprox.gap.significant
+    # difference to FedAvg, paired: [0.05, -0.02, -0.09] -> mean -0.02, s = 0.07; not significant
+    assert table.baseline is fedavg and fedavg.vs_baseline is None
+    assert fedprox.vs_baseline.mean == pytest.approx(-0.02)
+    assert fedprox.vs_baseline.half == pytest.approx(T2 * 0.07 / math.sqrt(3))
+    # so the two share rank 1 although their means differ
+    assert (fedavg.rank, fedprox.rank, fedavg.tied, fedprox.tied) == (1, 1, True, True)
+    assert table.reference.rank is None
     assert fedavg.secondary["macro_f1"] == pytest.approx(0.75)
     assert fedavg.cost["wall_seconds"] == pytest.approx(11.0)
-    assert fedprox.detail == "mu=0.01"
-    # convergence curve: mean over seeds per round
-    assert [p.round for p in fedavg.curve] == [1, 2, 3]
-    assert fedavg.curve[-1].mean == pytest.approx(0.8)
+    assert fedprox.detail == "mu 0.01"
+    assert [p.round for p in fedavg.curve] == [1, 2, 3] and fedavg.curve[-1].mean == pytest.approx(0.8)
+    # time to 90% of the reference's 0.92 = 0.828 on the curve value * r / 3: only seed 2 (0.3, 0.6, 0.9)
+    # gets there, at round 3, after 3 * (3000 + 6000) bytes
+    assert table.tta_target == pytest.approx(0.9 * 0.92) and table.tta_split == "test"
+    assert (fedavg.tta.reached, fedavg.tta.n, fedavg.tta.rounds, fedavg.tta.bytes) == (1, 3, 3.0, 27000.0)
+    assert fedprox.tta.reached == 0
 
 
-def test_dp_runs_get_their_own_row_with_epsilon_mia_and_flip_rate(tmp_path):
+def test_significantly_worse_row_gets_a_lower_rank():
+    recs = [make_record(algorithm="centralized", seed=s, value=0.95) for s in range(3)]
+    recs += [make_record(algorithm="fedavg", seed=s, value=v) for s, v in enumerate([0.80, 0.84, 0.82])]
+    recs += [make_record(algorithm="fedprox", seed=s, value=v, hparams={"mu": 0.1})
+             for s, v in enumerate([0.81, 0.83, 0.82])]
+    recs += [make_record(algorithm="fedadam", seed=s, value=v) for s, v in enumerate([0.60, 0.65, 0.62])]
+    (table,) = make_tables(loaded(*recs))
+    ranks = {r.algorithm: (r.rank, r.tied) for r in table.rows}
+    assert ranks == {"fedavg": (1, True), "fedprox": (1, True), "fedadam": (3, False)}
+    assert [r.algorithm for r in table.rows][-1] == "fedadam"
+    adam = table.rows[-1]
+    assert adam.vs_baseline.significant and adam.vs_baseline.mean == pytest.approx(-0.19666666)
+
+
+def test_validation_curve_is_used_for_time_to_accuracy_when_present():
+    ref = make_record(algorithm="centralized", value=0.9)
+    ref["metrics"]["per_round"] += [{"round": r, "split": "val", "accuracy": v} for r, v in ((1, 0.5), (3, 0.8))]
+    fl = make_record(value=0.85)
+    fl["metrics"]["per_round"] = [{"round": r, "split": "val", "accuracy": v}
+                                  for r, v in ((1, 0.6), (2, 0.72), (3, 0.75))]
+    fl["metrics"]["per_round"] += [{"round": 1, "accuracy": 0.99}]  # a test row must not count
+    (table,) = make_tables(loaded(ref, fl))
+    # target: 90% of the reference's last validation value 0.8 = 0.72 -> round 2 on the validation curve
+    assert table.tta_split == "val" and table.tta_target == pytest.approx(0.72)
+    assert table.rows[0].tta.rounds == 2.0 and table.rows[0].curve_split == "val"
+
+
+def test_dp_rows_are_a_separate_unranked_table_with_epsilon_mia_and_flip_rate(tmp_path):
     plain = make_record(seed=0, value=0.8)
     plain["metrics"]["counterfactual"] = {"flip_rate": 0.02, "mean_abs_delta_prob": 0.01, "n_affected": 50}
     private = []
@@ -156,10 +199,13 @@ def test_dp_runs_get_their_own_row_with_epsilon_mia_and_flip_rate(tmp_path):
                           "sample_level": None}
         rec["audit"] = {"example": {"auc": auc}}
         private.append(rec)
-    (table,) = make_tables(loaded(plain, *private))
-    dp, fedavg = sorted(table.rows, key=lambda r: r.primary.mean)
-    assert fedavg.detail == "" or "DP" not in fedavg.detail
-    assert "DP user sigma=1.2" in dp.detail and dp.primary.n == 2
+    tables = make_tables(loaded(plain, *private))
+    assert len(tables) == 2
+    fedavg_t, dp_t = tables  # non-DP first
+    assert not fedavg_t.dp and dp_t.dp and dp_t.key.setup_dict["privacy"] == "user-level DP"
+    (dp,) = dp_t.rows
+    (fedavg,) = fedavg_t.rows
+    assert "DP user σ=1.2 C=1" in dp.detail and dp.primary.n == 2 and dp.rank is None
     assert dp.probes["epsilon"] == pytest.approx(8.0) and dp.probes["mia_auc"] == pytest.approx(0.53)
     assert fedavg.probes["epsilon"] is None and fedavg.probes["flip_rate"] == pytest.approx(0.02)
     results = tmp_path / "results"
@@ -167,7 +213,75 @@ def test_dp_runs_get_their_own_row_with_epsilon_mia_and_flip_rate(tmp_path):
         write_record(results, rec, f"r{i}.json")
     build([results], tmp_path / "board")
     md = (tmp_path / "board" / "README.md").read_text()
-    assert "user 8 (δ=1e-01)" in md and "∞" in md and "0.5300" in md and "0.0200" in md
+    assert "user 8" in md and "0.5300" in md and "0.0200" in md and "privacy-utility" in md
+    assert any(p.name.startswith("privacy-") for p in (tmp_path / "board" / "plots").iterdir())
+
+
+def test_table_key_separates_every_setting_that_changes_the_experiment():
+    base = make_record(seed=0)
+    variants = {"rounds": ("fl", "rounds", 5), "clients": ("fl", "clients_per_round", 3),
+                "epochs": ("fl", "local_epochs", 2), "steps": ("fl", "local_steps", 10),
+                "batch": ("fl", "batch_size", 4), "lr": ("fl", "client_lr", 0.1), "n_train": ("fl", "n_train", 77),
+                "n_test": ("fl", "n_test", 55), "setting": ("fl", "setting", "continual"),
+                "sampler": ("fl", "sampler", "activity"), "dropout": ("fl", "dropout", 0.2),
+                "optimizer": ("fl", "client_optimizer", "sgd"), "momentum": ("fl", "client_momentum", 0.9),
+                "aggregator": ("fl", "aggregator", "median")}
+    recs = [base]
+    for i, (name, (section, key, value)) in enumerate(variants.items(), start=1):
+        rec = copy.deepcopy(base)
+        rec[section][key] = value
+        rec["run_id"] = f"v-{name}"
+        recs.append(rec)
+    extra = {"preset": lambda r: r.update(preset="quick"),
+             "max_len": lambda r: r.update(config={"data": {"max_len": 32}}),
+             "peft": lambda r: r.update(peft={"method": "lora", "params": {"r": 8}}),
+             "track": lambda r: r.update(track={"name": "tc", "version": 1}),
+             "model": lambda r: r.update(model="bert")}
+    for name, fn in extra.items():
+        rec = copy.deepcopy(base)
+        fn(rec)
+        rec["run_id"] = f"x-{name}"
+        recs.append(rec)
+    tables = make_tables(loaded(*recs))
+    assert len(tables) == 1 + len(variants) + len(extra)
+    assert all(len(t.rows) == 1 and t.rows[0].primary.n == 1 for t in tables)
+
+
+def test_gap_only_against_a_reference_with_the_identical_setup():
+    fl = make_record(value=0.8)
+    fl["fl"]["n_test"] = 300
+    smoke_ref = make_record(algorithm="centralized", value=0.9)
+    smoke_ref["fl"]["n_test"] = 100  # a smaller test set: not the same setup
+    (table, ref_only) = make_tables(loaded(fl, smoke_ref))
+    assert table.reference is None and table.rows[0].gap is None
+    assert ref_only.rows == [] and ref_only.reference is not None
+    same_ref = make_record(algorithm="centralized", value=0.9, run_id="same")
+    same_ref["fl"]["n_test"] = 300
+    same_ref["fl"]["clients_per_round"] = 1  # client sampling does not apply to centralized runs
+    (table,) = [t for t in make_tables(loaded(fl, same_ref)) if t.rows]
+    assert table.rows[0].gap.mean == pytest.approx(-0.1)
+
+
+def test_rows_split_by_plugin_version_and_by_peft():
+    """provenance.plugin as fednlp_bench.registry writes it: a package's version or a file's
+    SHA-256 makes a row of its own; the same file bytes under another path are the same code."""
+    def plugin(rec, **ident):
+        rec["provenance"]["plugin"] = ident
+        return rec
+
+    ep = {"source": "entry-point", "distribution": "feddyn-plugin", "target": "feddyn_plugin:FedDyn"}
+    a = plugin(make_record(algorithm="feddyn"), **ep, version="0.1.0")
+    b = plugin(make_record(algorithm="feddyn", seed=1, run_id="b"), **ep, version="0.2.0")
+    c = plugin(make_record(algorithm="feddyn", seed=0, run_id="c"), source="file", path="a/x.py", sha256="ab" * 32)
+    d = plugin(make_record(algorithm="feddyn", seed=1, run_id="d"), source="file", path="b/x.py", sha256="ab" * 32)
+    e = plugin(make_record(algorithm="feddyn", seed=0, run_id="e"), source="file", path="a/x.py", sha256="cd" * 32)
+    (table,) = make_tables(loaded(a, b, c, d, e))
+    assert sorted((r.detail, r.seeds) for r in table.rows) == [
+        ("file x.py sha256 abababababab", [0, 1]), ("file x.py sha256 cdcdcdcdcdcd", [0]),
+        ("package feddyn-plugin 0.1.0", [0]), ("package feddyn-plugin 0.2.0", [1])]
+    lora = make_record(run_id="lora")
+    lora["peft"] = {"method": "lora", "params": {"r": 8}}
+    assert len(make_tables(loaded(make_record(), lora))) == 2
 
 
 def test_grouping_by_task_dataset_partition_model_with_reference_in_every_table():
@@ -183,36 +297,48 @@ def test_grouping_by_task_dataset_partition_model_with_reference_in_every_table(
         make_record(task="st", dataset="wikiner", algorithm="fedavg", primary="f1"),
     ]
     tables = make_tables(loaded(*recs))
-    titles = [t.title for t in tables]
-    assert len(tables) == 7, titles
-    assert titles == sorted(titles, key=lambda t: t) or True  # deterministic order checked below
-    keys = [t.key for t in tables]
-    assert keys == sorted(keys)
+    assert len(tables) == 7, [t.title for t in tables]
+    assert [t.key.task for t in tables][-1] == "st"  # tc first
     by_title = {t.title: t for t in tables}
-    alpha1 = by_title["tc / 20news / dirichlet_label(alpha=1.0), 4 clients / minilm-l6"]
+    alpha1 = by_title["tc / 20news / dirichlet_label(alpha=1), 4 clients / minilm-l6"]
     assert alpha1.rows[0].seeds == [0, 1]
     with_ref = [t for t in tables if t.key.task == "tc" and t.key.dataset == "20news" and t.key.model == "minilm-l6"]
     assert len(with_ref) == 4
-    assert all(t.references and t.references[0].primary.mean == pytest.approx(0.9) for t in with_ref)
+    assert all(t.reference and t.reference.primary.mean == pytest.approx(0.9) for t in with_ref)
     others = [t for t in tables if t not in with_ref]
-    assert all(not t.references and t.notes for t in others)
+    assert all(t.reference is None for t in others)
     st = next(t for t in tables if t.key.task == "st")
     assert st.primary == "f1"
 
 
+def test_partitions_ordered_by_heterogeneity_and_tc_first():
+    recs = []
+    for alpha, js in ((0.1, 0.6), (10.0, 0.05), (1.0, 0.3)):
+        rec = make_record(params={"alpha": alpha}, run_id=f"a{alpha}")
+        rec["partition"]["stats"]["mean_js"] = js
+        recs.append(rec)
+    recs.append(make_record(task="qa", primary="f1", run_id="qa"))
+    tables = make_tables(loaded(*recs))
+    assert [t.partition_label.split(",")[0] for t in tables[:3]] == [
+        "dirichlet_label(alpha=10)", "dirichlet_label(alpha=1)", "dirichlet_label(alpha=0.1)"]
+    assert tables[-1].key.task == "qa"
+    (tc, qa) = overview(tables)
+    assert tc.task == "tc" and [t.heterogeneity for t in tc.matrices[0].tables] == [0.05, 0.3, 0.6]
+
+
 def test_reference_without_fl_runs_gets_its_own_table():
     (table,) = make_tables(loaded(make_record(algorithm="centralized", value=0.9)))
-    assert table.rows == [] and table.references[0].algorithm == "centralized"
+    assert table.rows == [] and table.reference.algorithm == "centralized"
     assert table.key.partition_method == "none"
 
 
-def test_same_seed_twice_keeps_newest_and_warns():
+def test_same_seed_twice_keeps_newest_and_lists_the_other_as_superseded():
     old = make_record(seed=0, value=0.5, created="2025-01-01T00:00:00+00:00", run_id="a")
     new = make_record(seed=0, value=0.7, created="2025-02-01T00:00:00+00:00", run_id="b")
-    warnings: list[str] = []
-    (table,) = make_tables(loaded(old, new), warnings)
+    superseded: list = []
+    (table,) = make_tables(loaded(old, new), superseded=superseded)
     assert table.rows[0].primary.mean == pytest.approx(0.7) and table.rows[0].primary.n == 1
-    assert len(warnings) == 1 and "superseded" in warnings[0]
+    assert superseded == [(Path("/r/a.json"), Path("/r/b.json"))]
 
 
 def test_fairness_mean_std_worst10():
@@ -235,6 +361,15 @@ def test_fairness_mean_std_worst10():
     empty = make_record()
     empty["metrics"]["per_client"] = {}
     assert client_fairness(empty, "accuracy").mean is None
+
+
+def test_primary_metric_map_matches_the_task_adapters():
+    from fednlp_bench import tasks
+    from fednlp_bench.record_checks import TASK_PRIMARY
+
+    assert sorted(TASK_PRIMARY) == tasks.available()
+    for name, metric in TASK_PRIMARY.items():
+        assert tasks.get(name).primary_metric == metric
 
 
 # --- build -------------------------------------------------------------------------------
@@ -280,18 +415,23 @@ def test_build_skips_and_reports_invalid_records(built):
     assert "4 file(s) skipped" in page
 
 
-def test_build_writes_tables_plots_and_links(built):
+def test_build_writes_overview_tables_plots_and_links(built):
     _, out, report = built
     readme = (out / "README.md").read_text()
     page = (out / "index.html").read_text()
-    table = readme.split("## tc / 20news")[1]
+    # the overview comes first, then the tables
+    assert readme.index("## Overview") < readme.index("## Tables") < readme.index("### tc / 20news")
+    assert page.index('id="overview"') < page.index('id="tables"') < page.index('class="board"')
+    table = readme.split("### tc / 20news")[1]
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
     assert lines[1].startswith("| *ref* | centralized")  # reference first
-    assert lines[2].startswith("| 1 | fedavg")
-    assert "0.8000 ± 0.1000" in lines[2] and "-0.1200" in lines[2] and "| 3 |" in lines[2]
+    assert lines[2].startswith("| 1= | fedavg | 0.8000 ± 0.2484 | 3 | baseline | -0.1200 ± 0.1987 | 3 (1/3) |")
+    assert lines[3].startswith("| 1= | fedprox<br>mu 0.01 | 0.7800 ± 0.0745 | 3 | -0.0200 ± 0.1739 | "
+                               "-0.1400 ± 0.0248 \\* | not reached |")
     assert "[seed 0](results/" in lines[2]
-    assert "commit: 0123456789" in lines[2] and "torch: 2.13.0" in lines[2] and "preset: smoke" in lines[2]
-    assert "seeds: 0, 1, 2" in lines[2]
+    assert "Provenance: commit 0123456789; torch 2.13.0; transformers 5.0.0; device cpu; date 2025-01-02." in table
+    assert "Seeds: 0, 1, 2." in table and "preset smoke" in table
+    assert "<code>fednlp-bench verify results/" in table
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert len([p for p in pngs if p.startswith("curve-")]) == 2
     assert len([p for p in pngs if p.startswith("partition-")]) == 2
@@ -316,7 +456,7 @@ def test_html_and_markdown_escape_record_strings(built):
     script = page.split("<script>")[1].split("</script>")[0]
     assert "alert" not in script and "20news" not in script
     assert "Content-Security-Policy" in page
-    assert md_escape(XSS_ALGO) in readme and "k=a\\|b" in readme
+    assert md_escape(XSS_ALGO) in readme and "k a\\|b" in readme
 
 
 def test_md_escape():
@@ -486,16 +626,82 @@ def test_cli_register_leaderboard_and_submit(tmp_path, capsys):
 
 def test_build_survives_odd_but_valid_records(tmp_path):
     odd = make_record(params={"alpha": [0.1, {"x": None}]}, hparams={"mu": {"nested": True}},
-                      stats={"label_counts": [[1, 2], [3]], "label_names": "ab"}, preset=None)
-    odd["metrics"]["per_round"] = [{"round": 1, "accuracy": "high"}, {"round": 2}]
-    odd["metrics"]["per_client"] = {"0": "bad", "1": {"accuracy": True}, "2": {"accuracy": 0.5}}
-    odd["metrics"]["final"]["huge"] = 1e300
+                      stats={"label_counts": [[1, 2], [3]], "label_names": ["a", "b"]}, preset=None)
+    odd["metrics"]["per_round"] = [{"round": 1, "split": "test"}, {"round": 2}]
+    odd["metrics"]["per_client"] = {"0": {"n_test": 3}, "2": {"accuracy": 0.5}}
+    odd["metrics"]["final"]["loss"] = 12345.5
     odd["cost"] = {"wall_seconds": 1, "client_compute_seconds": 0, "bytes_up": 0, "bytes_down": 0}
-    odd["provenance"] = {"git_commit": None, "packages": {"torch": 2}, "device": ""}
+    odd["provenance"] = {"git_commit": None, "packages": {}, "device": ""}
     write_record(tmp_path / "results", validate(odd))
     report = build([tmp_path / "results"], tmp_path / "out")
-    assert report.ok and report.n_tables == 1
+    assert report.ok and report.n_tables == 1, report.summary()
     assert any("unusable partition.stats" in w for w in report.warnings)
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "| 1 | fedavg<br>mu={&quot;nested&quot;:true} | 0.8000 | 1 |" in readme
-    assert "0.5000 | 0.0000 | 0.5000" in readme  # fairness from the one usable client
+    assert "| 1 | fedavg<br>mu {&quot;nested&quot;:true} | 0.8000 | 1 |" in readme
+    assert "| 0.5000 | 0.0000 | 0.5000 |" in readme  # fairness from the one usable client
+    assert "12345.50" in readme
+
+
+def test_strict_checks_reject_out_of_range_and_ill_typed_fields():
+    from fednlp_bench.record_checks import strict_problems
+
+    assert strict_problems(make_record()) == []
+    cases = [
+        (lambda r: r["metrics"]["per_round"].append({"round": 4, "accuracy": "high"}), "must be a finite number"),
+        (lambda r: r["metrics"]["per_client"].update({"9": "bad"}), "metrics.per_client.9 must be an object"),
+        (lambda r: r["metrics"]["final"].update(huge=1e300), "metrics.final.huge must be in"),
+        (lambda r: r["partition"]["stats"].update(label_names="ab"), "partition.stats.label_names must be a list"),
+        (lambda r: r["partition"]["stats"].update(mean_js=-0.1), "partition.stats.mean_js must be in"),
+        (lambda r: r["fl"].update(client_lr=0.0), "fl.client_lr must be > 0"),
+        (lambda r: r.update(created="2025-01-02T03:04:05"), "created must carry a timezone"),
+        (lambda r: r.update(created="yesterday"), "created must be an ISO-8601 time"),
+        (lambda r: r["provenance"].update(git_commit="not-hex!"), "provenance.git_commit must be a hexadecimal"),
+        (lambda r: r.update(track={"name": "tc", "version": True}), "track.version must be a string or an integer"),
+        (lambda r: r.update(peft={"method": "lo\u200bra", "params": {}}), "peft.method contains"),
+        (lambda r: r.update(tuning={"space": [1], "chosen": {}}), "tuning.space must be an object"),
+        (lambda r: r["cost"].update(n_params_total=-1), "cost.n_params_total must be in"),
+        (lambda r: r["provenance"].update(plugin={"sha256": 5}), "provenance.plugin.sha256 must be null or a string"),
+        (lambda r: r["metrics"]["per_round"].append({"round": 5, "split": "va\u202el"}), "split contains"),
+    ]
+    for mutate, message in cases:
+        rec = make_record()
+        mutate(rec)
+        found = strict_problems(rec)
+        assert any(message in p for p in found), (message, found)
+
+
+def test_every_committed_record_passes_the_strict_checks():
+    """Real runs (the committed leaderboard and the smoke records) are never refused by the checks."""
+    from fednlp_bench.leaderboard.load import read_raw
+
+    root = Path(__file__).resolve().parent.parent
+    paths = sorted((root / "leaderboard" / "results").glob("*.json")) + sorted(
+        (root / "tests" / "data" / "records").glob("*.json"))
+    assert len(paths) >= 2
+    for path in paths:
+        record, reason = read_raw(path)
+        assert reason is None, (path.name, reason)
+
+
+def test_new_record_fields_are_presented(tmp_path):
+    rec = make_record()
+    rec["tuning"] = {"space": {"server_lr": [0.1, 0.01, 0.001], "tau": [1e-3, 1e-6]},
+                     "chosen": {"server_lr": 0.01, "tau": 1e-3}, "scores": [], "protocol": 1}
+    rec["peft"] = {"method": "lora", "params": {"r": 8}}
+    rec["cost"].update(n_params=150_000, n_params_total=22_700_000)
+    rec["track"] = {"name": "tc", "version": 2}
+    rec["fl"]["n_val"] = 50
+    rec["provenance"]["plugin"] = {"source": "entry-point", "distribution": "feddyn-plugin", "version": "0.1.0",
+                                   "target": "feddyn_plugin:FedDyn"}
+    dp = make_record(seed=1, run_id="dp")
+    dp["privacy"] = {"user_level": {"noise_multiplier": 1.0, "clip": 1.0, "epsilon": 8.0, "delta": 0.001}}
+    results = tmp_path / "results"
+    write_record(results, rec)
+    write_record(results, dp)
+    report = build([results], tmp_path / "site", plots=False)
+    assert report.ok, report.summary()
+    md = (tmp_path / "site" / "README.md").read_text()
+    for text in ("tuned on validation (protocol 1): server\\_lr=0.01, tau=0.001 from 6 candidates",
+                 "150.0k / 22.7M", "peft lora r=8", "track tc v2", "n\\_val 50", "package feddyn-plugin 0.1.0",
+                 "user 8 (δ 0.001)"):
+        assert text in md, text

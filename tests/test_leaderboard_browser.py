@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_leaderboard import make_record, standard_records, write_record
 
 from fednlp_bench.leaderboard import build
-from test_leaderboard import make_record, standard_records, write_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -48,7 +48,10 @@ def site(tmp_path):
         write_record(results, rec)
     for seed, v in enumerate([0.84, 0.86]):
         write_record(results, make_record(algorithm="scaffold", seed=seed, value=v))
-    write_record(results, make_record(dataset="agnews", algorithm="fedavg", value=0.6))
+    flagged = make_record(dataset="agnews", algorithm="fedavg", value=0.6)
+    flagged["metrics"]["failed_clients"] = [{"round": 2, "client": c, "reason": "RuntimeError: boom"} for c in (1, 3)]
+    flagged["algorithm"]["deviations"] = ["clients use adamw; the paper's analysis assumes sgd"]
+    write_record(results, flagged)
     write_record(results, make_record(dataset="agnews", algorithm="centralized", value=0.7))
     write_record(results, make_record(algorithm=XSS_ALERT, dataset=XSS_DATASET, value=0.5), "xss1.json")
     write_record(results, make_record(algorithm=XSS_FLAG, dataset=XSS_DATASET, value=0.4), "xss2.json")
@@ -96,7 +99,7 @@ def _board(drv, dataset: str):
 
 
 def _algorithms(board) -> list[str]:
-    return [td.text for td in board.find_elements("css selector", "tbody tr td.algo .name")]
+    return [th.text for th in board.find_elements("css selector", "tbody tr th.algorithm .name")]
 
 
 def _header(board, text: str):
@@ -106,12 +109,28 @@ def _header(board, text: str):
     raise AssertionError(f"no header {text!r}")
 
 
+def _wait_loaded(driver) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _full_page(driver, path: Path) -> None:
+    driver.execute_script("document.querySelectorAll('img').forEach(function (i) { i.loading = 'eager'; })")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+        "return Array.prototype.every.call(document.images, function (i) { return i.complete; })"))
+    full = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "format": "png"})
+    path.write_bytes(base64.b64decode(full["data"]))
+
+
 def test_page_in_headless_chromium(site, driver, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver.get(site)
-    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    _wait_loaded(driver)
 
     # Nothing from a record executed: no alert, no flag, the names render as text.
     with pytest.raises(NoAlertPresentException):
@@ -122,14 +141,26 @@ def test_page_in_headless_chromium(site, driver, tmp_path):
     assert sorted(xss_names) == sorted([XSS_ALERT, XSS_FLAG])
     assert XSS_DATASET in driver.find_element("css selector", "select#f-dataset").text
 
-    # The table renders with the reference first and rows ranked.
+    # The overview renders first, on the first screen: the tc matrix with the reference and FedAvg.
+    overview = driver.find_element("css selector", "section.task-ov")
+    first_board = driver.find_element("css selector", "section.board")
+    assert overview.get_attribute("data-task") == "tc" and overview.is_displayed()
+    assert overview.location["y"] < first_board.location["y"]
+    assert overview.location["y"] < 900
+    matrix = overview.find_element("css selector", "table.matrix")
+    assert "centralized" in matrix.text and "fedavg" in matrix.text and "Mean rank" in matrix.text
+
+    # The table renders with the reference first and rows ranked (tie-aware: scaffold and fedavg share 1).
     board = _board(driver, "20news")
     assert board.is_displayed()
     assert _algorithms(board) == ["centralized", "scaffold", "fedavg", "fedprox"]
+    ranks = [td.text for td in board.find_elements("css selector", "tbody tr td.rank")]
+    # fedprox is significantly below scaffold (paired over seeds 0, 1: d = 0.09, 0.08), not below fedavg
+    assert ranks == ["ref", "1=", "1=", "2"]
     first = board.find_element("css selector", "tbody tr")
     assert "ref" in first.get_attribute("class")
 
-    # Sorting: clicking headers reorders rows (reference row stays on top).
+    # Sorting: clicking headers reorders rows (reference row stays on top); costs sort cheapest first.
     _header(board, "Algorithm").find_element("tag name", "button").click()
     assert _algorithms(board) == ["centralized", "fedavg", "fedprox", "scaffold"]
     assert _header(board, "Algorithm").get_attribute("aria-sort") == "ascending"
@@ -139,6 +170,36 @@ def test_page_in_headless_chromium(site, driver, tmp_path):
     primary.click()
     assert _algorithms(board) == ["centralized", "fedprox", "fedavg", "scaffold"]
     assert _header(board, "accuracy").get_attribute("aria-sort") == "ascending"
+    wall = _header(board, "Wall")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'})", wall)
+    wall.find_element("tag name", "button").click()
+    assert wall.get_attribute("aria-sort") == "ascending"  # wall = 10 + seed: fedavg/fedprox 11, scaffold 10.5
+    assert _algorithms(board)[1] == "scaffold"
+
+    # The rank and algorithm columns stay put when the table scrolls sideways.
+    scroller = board.find_element("css selector", "div.scroll")
+    name_cell = board.find_element("css selector", "tbody tr th.algorithm")
+    driver.execute_script("arguments[0].scrollLeft = 0", scroller)
+    left = driver.execute_script("return arguments[0].getBoundingClientRect().left", name_cell)
+    driver.execute_script("arguments[0].scrollLeft = 400", scroller)
+    assert driver.execute_script("return arguments[0].scrollLeft", scroller) > 0
+    moved = driver.execute_script("return arguments[0].getBoundingClientRect().left", name_cell)
+    assert moved == pytest.approx(left, abs=1)
+    driver.execute_script("arguments[0].scrollLeft = 0", scroller)
+
+    # Client failures and paper deviations: visible markers inside the algorithm cell, listed under the table.
+    agnews = _board(driver, "agnews")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", agnews)
+    cell = agnews.find_element("css selector", "tbody tr:not(.ref) th.algorithm")
+    flags = cell.find_elements("css selector", "span.flag")
+    assert [f.text for f in flags] == ["⚠ 2 failed", "≠ paper setup"]
+    box = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", cell)
+    for f in flags:
+        r = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()", f)
+        assert f.is_displayed() and r["width"] > 0 and box["left"] - 1 <= r["left"] and r["right"] <= box["right"] + 1
+    notes = agnews.find_element("css selector", "ul.row-notes")
+    assert notes.is_displayed() and "2 failed client updates (1 of 1 seed)" in notes.text
+    assert "seed 0 round 2 client 3: RuntimeError: boom" in notes.text and "assumes sgd" in notes.text
 
     # Filtering by dataset hides the other tables and their rows.
     Select(driver.find_element("css selector", "select#f-dataset")).select_by_value("agnews")
@@ -148,10 +209,13 @@ def test_page_in_headless_chromium(site, driver, tmp_path):
     assert driver.find_element("id", "f-count").text == "1 of 3 tables shown"
     driver.find_element("id", "f-reset").click()
     assert board.is_displayed() and driver.find_element("id", "f-count").text == "3 of 3 tables shown"
+    Select(driver.find_element("css selector", "select#f-task")).select_by_value("tc")
+    assert overview.is_displayed()
+    driver.find_element("id", "f-reset").click()
 
     # Every image loads (scrolled into view: they are lazy).
     images = driver.find_elements("css selector", "img")
-    assert len(images) == 6  # a convergence curve and a partition heatmap per table
+    assert len(images) >= 6  # a convergence curve and a partition heatmap per table
     for img in images:
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", img)
         WebDriverWait(driver, 10).until(lambda d, img=img: d.execute_script("return arguments[0].complete", img))
@@ -163,11 +227,19 @@ def test_page_in_headless_chromium(site, driver, tmp_path):
     assert driver.execute_script("return window.__xss === undefined")
 
     # Screenshots: the first screen of a 1440x900 laptop, and the whole page.
-    driver.execute_script("window.scrollTo(0, 0)")  # the sticky filter bar covers the header otherwise
+    driver.execute_script("window.scrollTo(0, 0)")
     _header(board, "accuracy").find_element("tag name", "button").click()  # back to best-first
     driver.execute_script("window.scrollTo(0, 0)")
     shot = Path(os.environ.get("FEDNLP_SCREENSHOT") or tmp_path / "leaderboard.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-    full = driver.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "format": "png"})
-    shot.with_name(shot.stem + "-full.png").write_bytes(base64.b64decode(full["data"]))
+    _full_page(driver, shot.with_name(shot.stem + "-full.png"))
+
+    # Phone width: the page itself never scrolls sideways (wide tables scroll inside their box).
+    driver.set_window_size(390, 844)
+    driver.get(site)
+    _wait_loaded(driver)
+    assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert driver.find_element("css selector", "section.task-ov").location["y"] < 844
+    _full_page(driver, shot.with_name(shot.stem + "-phone-full.png"))
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -1,4 +1,4 @@
-"""Leaderboard: turn result records into README.md + index.html + plots, and accept submissions.
+"""Leaderboard: turn result records into README.md + index.html + plots, accept and verify submissions.
 
 >>> from pathlib import Path
 >>> from fednlp_bench.leaderboard import build, submit
@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from fednlp_bench.leaderboard.build import BuildReport, build
-from fednlp_bench.leaderboard.load import Skipped
-from fednlp_bench.leaderboard.submit import record_digest, submission_name, submit
+from fednlp_bench.leaderboard.load import Skipped, record_digest
+from fednlp_bench.leaderboard.submit import submission_name, submit
 
 __all__ = ["BuildReport", "Skipped", "build", "record_digest", "submission_name", "submit"]

@@ -1,22 +1,31 @@
 """Group records into leaderboard tables and compute the per-row statistics.
 
-A table is one (task, dataset, partition spec, model); a row is one algorithm
-configuration (name, hyper-parameters, FL config, preset) whose runs differ
-only by seed. Centralized runs (algorithm ``centralized`` or partition
-``none``) form the reference rows of every table with the same
-(task, dataset, model).
+A table is one :class:`~fednlp_bench.leaderboard.keys.TableKey` (every setting that changes the
+experiment); a row is one algorithm configuration whose runs differ only by seed
+(:func:`~fednlp_bench.leaderboard.keys.row_key`). The reference of a table is the centralized
+run with the identical setup (:func:`~fednlp_bench.leaderboard.keys.reference_key`); without
+one, the table says "no reference" and shows no gap.
 
-Statistics:
-- primary metric: mean and sample standard deviation (ddof=1) over seeds;
-- secondary metrics and costs: mean over seeds;
-- gap: row mean minus the reference mean of the primary metric;
-- fairness: per run, the unweighted mean, population std and worst-10% mean
-  (mean of the ``ceil(0.1 * n)`` lowest clients) of the per-client primary
-  metric, then averaged over seeds.
+Per row (see :mod:`fednlp_bench.leaderboard.stats` for the interval and rank rules):
+
+- primary metric (from the task, never from records): mean, 95% t interval, seeds;
+- gap to the reference and difference to FedAvg: paired by seed, with their intervals;
+- tie-aware rank: 1 + the number of rows significantly better (DP tables are not ranked:
+  their rows trade privacy for utility and are compared on the privacy-utility plot);
+- time to accuracy: rounds and bytes (up + down) until the per-round curve first reaches
+  :data:`TTA_FRACTION` of the reference's accuracy. The curve is the validation curve
+  (``per_round`` rows with ``"split": "val"``) when the record has one, compared with the
+  reference's final validation value; otherwise the per-round test curve and the reference's
+  final test value, and the table says so;
+- secondary metrics and costs: mean over seeds; fairness: per run, the unweighted mean,
+  population std and worst-10% mean (``ceil(0.1 n)`` lowest clients) of the per-client
+  primary metric, then averaged over seeds.
+
+If the same (configuration, seed) appears twice, the record with the later ``created`` time
+(then the larger ``run_id``) is used and the other is listed as superseded.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -26,18 +35,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednlp_bench.leaderboard.load import LoadedRecord
+from fednlp_bench.leaderboard.keys import (
+    TableKey,
+    dp_levels,
+    is_reference,
+    plugin_identity,
+    plugin_text,
+    primary_metric,
+    reference_key,
+    row_key,
+    setup_chips,
+    short_value,
+    task_rank,
+)
+from fednlp_bench.leaderboard.load import LoadedRecord, Skipped
+from fednlp_bench.leaderboard.notes import ClientFailures, row_deviations, row_failures
+from fednlp_bench.leaderboard.stats import Diff, Estimate, compare, mean_ci, rounds_to_target, tie_aware_ranks
+from fednlp_bench.record_checks import TASK_PRIMARY
 
-REFERENCE_ALGORITHM = "centralized"
-REFERENCE_PARTITION = "none"
-# Keys that vary with the seed; they must not split a row or a group.
-_SEED_KEYS = frozenset({"seed", "seeds", "partition_seed", "split_seed"})
-COST_KEYS = ("wall_seconds", "client_compute_seconds", "bytes_up_per_round", "bytes_down_per_round")
-
-
-def canonical(obj: Any) -> str:
-    """Stable compact JSON used for keys and hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+COST_KEYS = ("wall_seconds", "client_compute_seconds", "bytes_up_per_round", "bytes_down_per_round", "n_params",
+             "n_params_total")
+TTA_FRACTION = 0.9
+BASELINE_ALGORITHM = "fedavg"
 
 
 def number(value: Any) -> float | None:
@@ -48,83 +67,24 @@ def number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _without_seed(d: Any) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in _SEED_KEYS} if isinstance(d, dict) else {}
-
-
-def _short_value(v: Any) -> str:
-    return v if isinstance(v, str) else canonical(v)
-
-
 def describe_params(params: dict[str, Any]) -> str:
     """``{"alpha": 0.5}`` -> ``alpha=0.5`` (sorted keys)."""
-    return ", ".join(f"{k}={_short_value(params[k])}" for k in sorted(params))
-
-
-def is_reference(record: dict[str, Any]) -> bool:
-    return (
-        record["algorithm"]["name"] == REFERENCE_ALGORITHM
-        or record["partition"]["method"] == REFERENCE_PARTITION
-    )
-
-
-@dataclass(frozen=True, order=True)
-class GroupKey:
-    """What one table compares algorithms on."""
-
-    task: str
-    dataset: str
-    model: str
-    partition_method: str
-    partition_params: str  # canonical JSON, seed keys removed
-    n_clients: int
-
-    @classmethod
-    def of(cls, record: dict[str, Any]) -> GroupKey:
-        p = record["partition"]
-        return cls(
-            record["task"],
-            record["dataset"],
-            record["model"],
-            p["method"],
-            canonical(_without_seed(p["params"])),
-            p["n_clients"],
-        )
-
-    @property
-    def partition_label(self) -> str:
-        """Human label, e.g. ``dirichlet_label(alpha=0.5), 10 clients``."""
-        params = describe_params(json.loads(self.partition_params))
-        method = f"{self.partition_method}({params})" if params else self.partition_method
-        unit = "client" if self.n_clients == 1 else "clients"
-        return f"{method}, {self.n_clients} {unit}"
-
-    @property
-    def partition_spec(self) -> tuple[str, str, str, str, int]:
-        """The partition identity (data + spec), shared by all models."""
-        return (self.task, self.dataset, self.partition_method, self.partition_params, self.n_clients)
-
-    @property
-    def id(self) -> str:
-        return hashlib.sha256(canonical(list(self.__dict__.values())).encode()).hexdigest()[:12]
+    return ", ".join(f"{k}={short_value(params[k])}" for k in sorted(params))
 
 
 @dataclass(frozen=True)
 class Stat:
+    """Mean and sample std (ddof 1) of the values that are not None."""
+
     mean: float | None
-    std: float | None  # None when fewer than two values
+    std: float | None
     n: int
 
 
 def stat(values: Iterable[float | None]) -> Stat:
     vals = [v for v in values if v is not None]
-    if not vals:
-        return Stat(None, None, 0)
-    mean = math.fsum(vals) / len(vals)
-    std = None
-    if len(vals) > 1:
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return Stat(mean, std, len(vals))
+    est = mean_ci(vals)
+    return Stat(est.mean, est.std, est.n)
 
 
 @dataclass(frozen=True)
@@ -139,11 +99,8 @@ def client_fairness(record: dict[str, Any], metric: str) -> Fairness:
     per_client = record["metrics"].get("per_client")
     if not isinstance(per_client, dict):
         return Fairness()
-    vals = sorted(
-        v
-        for v in (number(c.get(metric)) for c in per_client.values() if isinstance(c, dict))
-        if v is not None
-    )
+    vals = sorted(v for v in (number(c.get(metric)) for c in per_client.values() if isinstance(c, dict))
+                  if v is not None)
     if not vals:
         return Fairness()
     n = len(vals)
@@ -160,44 +117,68 @@ class CurvePoint:
     std: float | None
 
 
+@dataclass(frozen=True)
+class TimeToAccuracy:
+    """Rounds and bytes (mean over the seeds that reached the target) and how many reached it."""
+
+    rounds: float | None
+    bytes: float | None
+    reached: int
+    n: int
+
+
 @dataclass
 class Row:
     """One algorithm configuration in a table, aggregated over seeds."""
 
     algorithm: str
-    detail: str
+    chips: list[str]
     is_reference: bool
     runs: list[LoadedRecord]
-    primary: Stat
+    values: dict[int, float]  # seed -> final primary metric
+    primary: Estimate
     secondary: dict[str, float | None]
     fairness: Fairness
     cost: dict[str, float | None]
     curve: list[CurvePoint]
-    probes: dict[str, float | None] = field(default_factory=dict)  # mean over seeds: epsilon, mia_auc, flip_rate
-    epsilon_text: str = "inf"
-    gap: float | None = None
-    gap_reference: str | None = None
+    curve_split: str  # "val" or "test"
+    probes: dict[str, float | None] = field(default_factory=dict)  # epsilon, mia_auc, flip_rate
+    epsilon_text: str = ""
+    gap: Diff | None = None
+    vs_baseline: Diff | None = None
+    tta: TimeToAccuracy | None = None
     rank: int | None = None
+    tied: bool = False
+    failures: ClientFailures = field(default_factory=ClientFailures)  # clients left out of rounds
+    deviations: list[str] = field(default_factory=list)  # departures from the paper's setup
 
     @property
     def seeds(self) -> list[int]:
         return [r.record["seed"] for r in self.runs]
 
     @property
-    def label(self) -> str:
-        return f"{self.algorithm} ({self.detail})" if self.detail else self.algorithm
+    def detail(self) -> str:
+        return "; ".join(self.chips)
 
-    def values(self, key: str) -> list[str]:
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm} ({self.detail})" if self.chips else self.algorithm
+
+    @property
+    def n_verified(self) -> int:
+        return sum(1 for r in self.runs if r.verification is not None)
+
+    def values_of(self, key: str) -> list[str]:
         """Distinct provenance values over the runs, in run order."""
         out: list[str] = []
         for r in self.runs:
-            v = _provenance_value(r.record, key)
+            v = provenance_value(r.record, key)
             if v and v not in out:
                 out.append(v)
         return out
 
 
-def _provenance_value(record: dict[str, Any], key: str) -> str:
+def provenance_value(record: dict[str, Any], key: str) -> str:
     prov = record.get("provenance") or {}
     if key == "commit":
         commit = prov.get("git_commit")
@@ -212,75 +193,131 @@ def _provenance_value(record: dict[str, Any], key: str) -> str:
         return prov.get("device") if isinstance(prov.get("device"), str) else ""
     if key == "date":
         return record["created"][:10]
-    if key == "preset":
-        return record["preset"] or ""
     raise KeyError(key)
+
+
+PROVENANCE_KEYS = ("commit", "torch", "transformers", "device", "date")
 
 
 @dataclass
 class Table:
     """One leaderboard table."""
 
-    key: GroupKey
+    key: TableKey
     primary: str
     secondary: list[str]
-    references: list[Row]
+    reference: Row | None
     rows: list[Row]
+    heterogeneity: float | None = None  # mean JS divergence of the client label distributions
     heatmap: tuple[str, str, str, str, int] | None = None  # partition spec with stats
+    tta_target: float | None = None
+    tta_split: str = "test"
+    baseline: Row | None = None
     notes: list[str] = field(default_factory=list)
+    variant: str = ""  # what sets this table's setup apart from its task's main setup
 
     @property
     def id(self) -> str:
         return "t-" + self.key.id
 
     @property
+    def dp(self) -> bool:
+        return bool(self.key.setup_dict.get("privacy"))
+
+    @property
+    def partition_label(self) -> str:
+        """Human label, e.g. ``dirichlet_label(alpha=0.5), 10 clients``."""
+        k = self.key
+        if k.partition_method == "none":
+            return "centralized (no partition)"
+        params = describe_params(json.loads(k.partition_params))
+        method = f"{k.partition_method}({params})" if params else k.partition_method
+        return f"{method}, {k.n_clients} client{'s' if k.n_clients != 1 else ''}"
+
+    @property
     def title(self) -> str:
         k = self.key
-        return f"{k.task} / {k.dataset} / {k.partition_label} / {k.model}"
+        title = f"{k.task} / {k.dataset} / {self.partition_label} / {k.model}"
+        return f"{title} — {self.variant}" if self.variant else title
+
+    @property
+    def references(self) -> list[Row]:
+        return [self.reference] if self.reference else []
 
     @property
     def all_rows(self) -> list[Row]:
         return self.references + self.rows
 
+    @property
+    def runs(self) -> list[LoadedRecord]:
+        return [r for row in self.all_rows for r in row.runs]
+
+    def provenance(self) -> dict[str, str]:
+        """The most common value of each provenance field over the table's runs."""
+        out = {}
+        for key in PROVENANCE_KEYS:
+            counts = Counter(provenance_value(r.record, key) for r in self.runs)
+            counts.pop("", None)
+            if counts:
+                out[key] = sorted(counts, key=lambda v: (-counts[v], v))[0]
+        return out
+
 
 def privacy_label(record: dict[str, Any]) -> str:
-    """Short description of a run's differential privacy ('' without DP); part of the row key."""
+    """Short description of a run's differential privacy ('' without DP)."""
     priv = record.get("privacy") or {}
     parts = []
-    user, sample = priv.get("user_level"), priv.get("sample_level")
-    if user:
-        parts.append(f"DP user sigma={number(user.get('noise_multiplier')) or 0:.3g} C={user.get('clip')}")
-    if sample:
-        parts.append(f"DP-SGD sigma={number(sample.get('noise_multiplier')) or 0:.3g} C={sample.get('clip')}")
+    for level, name in (("user_level", "DP user"), ("sample_level", "DP-SGD")):
+        p = priv.get(level)
+        if p:
+            sigma = number(p.get("noise_multiplier"))
+            clip = number(p.get("clip"))
+            parts.append(f"{name} σ={sigma:.3g}" if sigma is not None else name)
+            if clip is not None:
+                parts[-1] += f" C={clip:g}"
     return ", ".join(parts)
 
 
 def epsilon_of(record: dict[str, Any]) -> tuple[str, float | None]:
-    """(display text, sort value) of a run's epsilon: user level first, then sample level; inf without DP."""
+    """(level name, epsilon): user level first, then sample level; ("", None) without DP."""
     priv = record.get("privacy") or {}
     for level, name in (("user_level", "user"), ("sample_level", "sample")):
         p = priv.get(level)
         if p:
-            eps, delta = number(p.get("epsilon")), number(p.get("delta"))
-            at = f" (δ={delta:.0e})" if delta is not None else ""  # an epsilon means nothing without its delta
-            return (f"{name} {eps:.3g}{at}" if eps is not None else f"{name} inf"), eps
-    return "inf", None
+            return name, number(p.get("epsilon"))
+    return "", None
 
 
-def _row_key(record: dict[str, Any]) -> str:
-    return canonical(
-        [
-            record["algorithm"]["name"],
-            record["algorithm"]["hparams"],
-            _without_seed(record["fl"]),
-            record["preset"],
-            privacy_label(record),
-        ]
-    )
+def tuning_text(record: dict[str, Any]) -> str:
+    """How the hyper-parameters were chosen (``tuning`` section), '' when the record has none."""
+    t = record.get("tuning")
+    if not isinstance(t, dict):
+        return ""
+    chosen = t.get("chosen") if isinstance(t.get("chosen"), dict) else {}
+    space = t.get("space") if isinstance(t.get("space"), dict) else {}
+    n = math.prod(len(v) for v in space.values() if isinstance(v, list)) if space else 0
+    text = "tuned on validation"
+    if t.get("protocol") is not None:
+        text += f" (protocol {short_value(t['protocol'])})"
+    if chosen:
+        text += ": " + ", ".join(f"{k}={short_value(chosen[k])}" for k in sorted(chosen))
+    return text + (f" from {n} candidates" if n else "")
 
 
-def _dedupe_seeds(runs: list[LoadedRecord], warnings: list[str]) -> list[LoadedRecord]:
-    """Keep one run per seed: the newest by (created, run_id)."""
+def _chips(record: dict[str, Any]) -> list[str]:
+    hp = record["algorithm"]["hparams"]
+    chips = [f"{k} {short_value(hp[k])}" for k in sorted(hp)]
+    if tuning_text(record):
+        chips.append("tuned")
+    if privacy_label(record):
+        chips.append(privacy_label(record))
+    if plugin_text(record):
+        chips.append(plugin_text(record))
+    return chips
+
+
+def _dedupe_seeds(runs: list[LoadedRecord], superseded: list[tuple[Path, Path]]) -> list[LoadedRecord]:
+    """Keep one run per seed: the newest by (created, run_id); list the others as superseded."""
     by_seed: dict[int, list[LoadedRecord]] = defaultdict(list)
     for r in runs:
         by_seed[r.record["seed"]].append(r)
@@ -288,23 +325,34 @@ def _dedupe_seeds(runs: list[LoadedRecord], warnings: list[str]) -> list[LoadedR
     for seed in sorted(by_seed):
         group = sorted(by_seed[seed], key=lambda r: (r.record["created"], r.record["run_id"]))
         kept.append(group[-1])
-        for old in group[:-1]:
-            warnings.append(
-                f"{old.path}: superseded by {group[-1].path} (same configuration and seed {seed})"
-            )
+        superseded += [(old.path, group[-1].path) for old in group[:-1]]
     return kept
+
+
+def curve_rows(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """("val", validation rows) when the record has a validation curve, else ("test", the other rows)."""
+    rows = [r for r in record["metrics"].get("per_round") or [] if isinstance(r, dict)]
+    val = [r for r in rows if r.get("split") == "val"]
+    if val:
+        return "val", val
+    return "test", [r for r in rows if r.get("split") in (None, "test")]
+
+
+def run_curve(record: dict[str, Any], metric: str) -> list[tuple[int, float]]:
+    _, rows = curve_rows(record)
+    out = {}
+    for item in rows:
+        rnd, v = item.get("round"), number(item.get(metric))
+        if isinstance(rnd, int) and not isinstance(rnd, bool) and v is not None:
+            out[rnd] = v
+    return sorted(out.items())
 
 
 def _curve(runs: list[LoadedRecord], metric: str) -> list[CurvePoint]:
     per_round: dict[int, list[float]] = defaultdict(list)
     for r in runs:
-        rows = r.record["metrics"].get("per_round")
-        for item in rows if isinstance(rows, list) else []:
-            if not isinstance(item, dict):
-                continue
-            rnd, v = item.get("round"), number(item.get(metric))
-            if isinstance(rnd, int) and not isinstance(rnd, bool) and v is not None:
-                per_round[rnd].append(v)
+        for rnd, v in run_curve(r.record, metric):
+            per_round[rnd].append(v)
     out = []
     for rnd in sorted(per_round):
         s = stat(per_round[rnd])
@@ -312,7 +360,7 @@ def _curve(runs: list[LoadedRecord], metric: str) -> list[CurvePoint]:
     return out
 
 
-def _cost(record: dict[str, Any], key: str) -> float | None:
+def cost_of(record: dict[str, Any], key: str) -> float | None:
     cost = record["cost"]
     v = number(cost.get(key))
     if v is None and key.endswith("_per_round"):
@@ -323,141 +371,227 @@ def _cost(record: dict[str, Any], key: str) -> float | None:
     return v
 
 
-def _make_row(runs: list[LoadedRecord], primary: str, secondary: list[str], detail: str) -> Row:
+def _delta_of(record: dict[str, Any]) -> float | None:
+    priv = record.get("privacy") or {}
+    p = priv.get("user_level") or priv.get("sample_level")
+    return number(p.get("delta")) if isinstance(p, dict) else None
+
+
+def _probes(recs: list[dict[str, Any]]) -> dict[str, float | None]:
+    return {
+        "epsilon": stat(epsilon_of(r)[1] for r in recs).mean,
+        "delta": stat(_delta_of(r) for r in recs).mean,
+        "mia_auc": stat(number(((r.get("audit") or {}).get("example") or {}).get("auc")) for r in recs).mean,
+        "flip_rate": stat(number((r["metrics"].get("counterfactual") or {}).get("flip_rate")) for r in recs).mean,
+    }
+
+
+def _make_row(runs: list[LoadedRecord], primary: str, secondary: list[str]) -> Row:
     recs = [r.record for r in runs]
     fair = [client_fairness(r, primary) for r in recs]
+    values = {r["seed"]: float(r["metrics"]["final"][primary]) for r in recs}
+    splits = {curve_rows(r)[0] for r in recs}
     return Row(
         algorithm=recs[0]["algorithm"]["name"],
-        detail=detail,
+        chips=_chips(recs[0]),
         is_reference=is_reference(recs[0]),
         runs=runs,
-        primary=stat(number(r["metrics"]["final"].get(primary)) for r in recs),
+        values=values,
+        primary=mean_ci(list(values.values())),
         secondary={m: stat(number(r["metrics"]["final"].get(m)) for r in recs).mean for m in secondary},
-        fairness=Fairness(
-            stat(f.mean for f in fair).mean,
-            stat(f.std for f in fair).mean,
-            stat(f.worst10 for f in fair).mean,
-        ),
-        cost={k: stat(_cost(r, k) for r in recs).mean for k in COST_KEYS},
+        fairness=Fairness(stat(f.mean for f in fair).mean, stat(f.std for f in fair).mean,
+                          stat(f.worst10 for f in fair).mean),
+        cost={k: stat(cost_of(r, k) for r in recs).mean for k in COST_KEYS},
         curve=_curve(runs, primary),
-        probes={
-            "epsilon": stat(epsilon_of(r)[1] for r in recs).mean,
-            "mia_auc": stat(number(((r.get("audit") or {}).get("example") or {}).get("auc")) for r in recs).mean,
-            "flip_rate": stat(number((r["metrics"].get("counterfactual") or {}).get("flip_rate")) for r in recs).mean,
-        },
+        curve_split="val" if splits == {"val"} else "test",
+        probes=_probes(recs),
         epsilon_text=epsilon_of(recs[0])[0],
+        failures=row_failures(recs),
+        deviations=row_deviations(recs),
     )
 
 
-def _details(groups: dict[str, list[LoadedRecord]]) -> dict[str, str]:
-    """Row detail: hparams, plus the FL/preset fields that tell same-named rows apart."""
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for key, runs in groups.items():
-        by_name[runs[0].record["algorithm"]["name"]].append(key)
-    out = {}
-    for keys in by_name.values():
-        fls = {k: _without_seed(groups[k][0].record["fl"]) for k in keys}
-        presets = {k: groups[k][0].record["preset"] for k in keys}
-        differing = sorted(
-            {f for k in keys for f in fls[k] if len({canonical(fls[j].get(f)) for j in keys}) > 1}
-        )
-        for k in keys:
-            rec = groups[k][0].record
-            parts = [describe_params(rec["algorithm"]["hparams"]), privacy_label(rec)]
-            parts += [f"{f}={_short_value(fls[k].get(f))}" for f in differing]
-            if len(set(map(str, presets.values()))) > 1:
-                parts.append(f"preset={presets[k]}")
-            out[k] = "; ".join(p for p in parts if p)
-    return out
-
-
-def _rows(runs: list[LoadedRecord], primary: str, secondary: list[str], warnings: list[str]) -> list[Row]:
+def _rows(runs: list[LoadedRecord], primary: str, secondary: list[str],
+          superseded: list[tuple[Path, Path]]) -> list[Row]:
     groups: dict[str, list[LoadedRecord]] = defaultdict(list)
     for r in runs:
-        groups[_row_key(r.record)].append(r)
-    groups = {k: _dedupe_seeds(v, warnings) for k, v in groups.items()}
-    details = _details(groups)
-    rows = [_make_row(groups[k], primary, secondary, details[k]) for k in sorted(groups)]
-    rows.sort(key=lambda row: (row.primary.mean is None, -(row.primary.mean or 0.0), row.label))
-    return rows
+        groups[row_key(r.record)].append(r)
+    return [_make_row(_dedupe_seeds(groups[k], superseded), primary, secondary) for k in sorted(groups)]
 
 
-def _majority(values: Iterable[str]) -> str:
-    counts = Counter(values)
-    return sorted(counts, key=lambda v: (-counts[v], v))[0]
+def _reference_base(ref: Row, primary: str, split: str) -> float | None:
+    """The reference's mean final value on ``split`` (validation: its last validation round)."""
+    vals = []
+    for r in ref.runs:
+        curve = run_curve(r.record, primary) if split == "val" and curve_rows(r.record)[0] == "val" else []
+        vals.append(curve[-1][1] if curve else number(r.record["metrics"]["final"].get(primary)))
+    return stat(vals).mean
+
+
+def _time_to_accuracy(row: Row, primary: str, target: float) -> TimeToAccuracy:
+    reached_rounds, reached_bytes = [], []
+    for r in row.runs:
+        rnd = rounds_to_target(run_curve(r.record, primary), target)
+        if rnd is None:
+            continue
+        reached_rounds.append(float(rnd))
+        up, down = cost_of(r.record, "bytes_up_per_round"), cost_of(r.record, "bytes_down_per_round")
+        if up is not None and down is not None:
+            reached_bytes.append(rnd * (up + down))
+    return TimeToAccuracy(stat(reached_rounds).mean, stat(reached_bytes).mean, len(reached_rounds), len(row.runs))
+
+
+def _baseline(rows: list[Row]) -> Row | None:
+    """The built-in FedAvg row the others are compared with: most seeds, then fewest chips."""
+    cands = [r for r in rows if r.algorithm == BASELINE_ALGORITHM and r.primary.n
+             and plugin_identity(r.runs[0].record) is None]
+    return sorted(cands, key=lambda r: (-r.primary.n, len(r.chips), r.label))[0] if cands else None
+
+
+def _rank(table: Table) -> None:
+    rows = [r for r in table.rows if r.primary.n]
+    if table.dp:
+        eps = {id(r): r.probes.get("epsilon") for r in table.rows}
+        table.rows.sort(key=lambda r: (eps[id(r)] is None, -(eps[id(r)] or 0.0), r.label))
+        return
+    ranks = tie_aware_ranks([r.values for r in rows])
+    counts = Counter(ranks)
+    for row, rank in zip(rows, ranks):
+        row.rank, row.tied = rank, counts[rank] > 1
+    table.rows.sort(key=lambda r: (r.rank is None, r.rank or 0, -(r.primary.mean or 0.0), r.label))
+
+
+def _compare_rows(table: Table) -> None:
+    """Gap to the reference, difference to FedAvg, time to accuracy."""
+    ref, primary = table.reference, table.primary
+    table.baseline = _baseline(table.rows)
+    for row in table.rows:
+        if ref is not None:
+            row.gap = compare(row.values, ref.values)
+        if table.baseline is not None and row is not table.baseline:
+            row.vs_baseline = compare(row.values, table.baseline.values)
+    if ref is None:
+        return
+    splits = {row.curve_split for row in table.rows} or {"test"}
+    table.tta_split = "val" if splits == {"val"} else "test"
+    base = _reference_base(ref, primary, table.tta_split)
+    if base is None:
+        return
+    table.tta_target = TTA_FRACTION * base
+    for row in table.all_rows:
+        row.tta = _time_to_accuracy(row, primary, table.tta_target)
 
 
 def _has_stats(record: dict[str, Any]) -> bool:
     stats = record["partition"].get("stats")
-    return isinstance(stats, dict) and isinstance(stats.get("label_counts"), list) and bool(
-        stats["label_counts"]
-    )
+    return isinstance(stats, dict) and isinstance(stats.get("label_counts"), list) and bool(stats["label_counts"])
 
 
-def make_tables(records: list[LoadedRecord], warnings: list[str] | None = None) -> list[Table]:
-    """Group ``records`` into tables, sorted by key; rows ranked by the primary metric."""
-    warnings = warnings if warnings is not None else []
-    fl_groups: dict[GroupKey, list[LoadedRecord]] = defaultdict(list)
-    ref_groups: dict[tuple[str, str, str], list[LoadedRecord]] = defaultdict(list)
+def _heterogeneity(runs: list[LoadedRecord]) -> float | None:
+    return stat(number((r.record["partition"].get("stats") or {}).get("mean_js")) for r in runs).mean
+
+
+def _secondary(records: list[LoadedRecord], primary: str) -> list[str]:
+    names = {m for r in records for m, v in r.record["metrics"]["final"].items() if number(v) is not None}
+    return sorted(names - {primary})
+
+
+def _usable(records: list[LoadedRecord], skipped: list) -> list[LoadedRecord]:
+    """Records whose final metrics hold their task's primary metric."""
+    out = []
     for r in records:
-        key = GroupKey.of(r.record)
-        if is_reference(r.record):
-            ref_groups[(key.task, key.dataset, key.model)].append(r)
+        metric = primary_metric(r.record)
+        if number(r.record["metrics"]["final"].get(metric)) is None:
+            skipped.append(Skipped(r.path, f"metrics.final has no value for the task's primary metric {metric}"))
         else:
-            fl_groups[key].append(r)
-    # A reference with no FL table still gets a table of its own.
-    for (task, dataset, model), runs in ref_groups.items():
-        if not any((k.task, k.dataset, k.model) == (task, dataset, model) for k in fl_groups):
-            fl_groups[GroupKey.of(runs[0].record)] = []
+            out.append(r)
+    return out
 
+
+def _make_table(key: TableKey, runs: list[LoadedRecord], refs: list[Row], superseded) -> Table:
+    primary = TASK_PRIMARY.get(key.task) or key.setup_dict["primary"]
+    everything = runs + [r for ref in refs for r in ref.runs]
+    secondary = _secondary(everything, primary)
+    rows = _rows(runs, primary, secondary, superseded)
+    reference = sorted(refs, key=lambda r: (-r.primary.n, r.label))[0] if refs else None
+    if reference is not None:  # re-make with this table's secondary metrics
+        reference = _make_row(reference.runs, primary, secondary)
+    table = Table(key, primary, secondary, reference, rows, heterogeneity=_heterogeneity(runs))
+    if key.task not in TASK_PRIMARY:
+        table.notes.append(f"Task {key.task} is not built in: the primary metric {primary} is the one its "
+                           f"records declare (records declaring another metric form other tables)")
+    _compare_rows(table)
+    _rank(table)
+    if any(_has_stats(r.record) for r in runs):
+        table.heatmap = key.partition_spec
+    return table
+
+
+def _reference_rows(refs: list[LoadedRecord], superseded) -> dict[str, list[Row]]:
+    by_key: dict[str, list[LoadedRecord]] = defaultdict(list)
+    for r in refs:
+        by_key[reference_key(r.record)].append(r)
+    out = {}
+    for k, runs in by_key.items():
+        primary = primary_metric(runs[0].record)
+        out[k] = _rows(runs, primary, [], superseded)
+    return out
+
+
+def make_tables(records: list[LoadedRecord], warnings: list[str] | None = None,
+                superseded: list[tuple[Path, Path]] | None = None, skipped: list | None = None) -> list[Table]:
+    """Group ``records`` into tables (benchmark order, see :func:`order_tables`), rows ranked."""
+    warnings = warnings if warnings is not None else []
+    superseded = superseded if superseded is not None else []
+    records = _usable(records, skipped if skipped is not None else [])
+    groups: dict[TableKey, list[LoadedRecord]] = defaultdict(list)
+    refs = [r for r in records if is_reference(r.record)]
+    for r in records:
+        if not is_reference(r.record):
+            groups[TableKey.of(r.record)].append(r)
+    ref_rows = _reference_rows(refs, superseded)
+    used: set[str] = set()
     tables = []
-    for key in sorted(fl_groups):
-        runs = fl_groups[key]
-        refs = ref_groups.get((key.task, key.dataset, key.model), [])
-        everything = runs + refs
-        primary = _majority(r.record["metrics"]["primary"] for r in everything)
-        secondary = sorted(
-            {m for r in everything for m in r.record["metrics"]["final"] if m != primary}
-        )
-        references = _rows(refs, primary, secondary, warnings) if refs else []
-        references.sort(key=lambda row: (-row.primary.n, row.label))
-        rows = _rows(runs, primary, secondary, warnings)
-        table = Table(key, primary, secondary, references, rows)
-        _fill_gaps(table)
-        for i, row in enumerate(r for r in rows if r.primary.mean is not None):
-            row.rank = i + 1
-        if any(_has_stats(r.record) for r in runs):
-            table.heatmap = key.partition_spec
-        if not refs and runs:
-            table.notes.append("No centralized reference run for this task, dataset and model")
-        for r in everything:
-            if r.record["metrics"]["primary"] != primary:
-                table.notes.append(
-                    f"{r.path.name} reports primary metric {r.record['metrics']['primary']!r}; "
-                    f"the table uses {primary!r}"
-                )
-        tables.append(table)
-    # Shared across tables: warnings are reported once.
-    warnings[:] = list(dict.fromkeys(warnings))
-    return tables
+    for key in sorted(groups):
+        rkey = reference_key(groups[key][0].record)
+        if rkey in ref_rows:
+            used.add(rkey)
+        tables.append(_make_table(key, groups[key], ref_rows.get(rkey, []), superseded))
+    for rkey, rows in sorted(ref_rows.items()):
+        if rkey not in used:  # a reference with no federated table still gets a table of its own
+            key = TableKey.of(rows[0].runs[0].record)
+            tables.append(_make_table(key, [], rows, superseded))
+    return order_tables(tables)
 
 
-def _fill_gaps(table: Table) -> None:
-    """Gap to the reference with the same preset(s), else to the first reference."""
-    if not table.references:
-        return
-    for row in table.rows:
-        presets = row.values("preset")
-        ref = next((r for r in table.references if r.values("preset") == presets), table.references[0])
-        if row.primary.mean is not None and ref.primary.mean is not None:
-            row.gap = row.primary.mean - ref.primary.mean
-            row.gap_reference = ref.label
+def order_tables(tables: list[Table]) -> list[Table]:
+    """tc, st, qa, s2s, then other tasks; within a task the dataset and then the setup with most runs
+    first, DP and reference-only tables last; partitions from the least to the most heterogeneous
+    (mean JS divergence; unknown last)."""
+    size: Counter = Counter()
+    for t in tables:
+        size[t.key.group] += len(t.runs)
+        size[(t.key.task, t.key.dataset)] += len(t.runs)
+
+    def order(t: Table) -> tuple:
+        k = t.key
+        return (task_rank(k.task), -size[(k.task, k.dataset)], k.dataset, k.model, t.dp, not t.rows, -size[k.group],
+                k.setup,
+                k.partition_method == "none", t.heterogeneity is None, t.heterogeneity or 0.0, t.partition_label)
+
+    ordered = sorted(tables, key=order)
+    main: dict[str, set[str]] = {}
+    for t in ordered:  # the first table of a task has its main setup
+        chips = setup_chips(t.key.setup_dict)
+        base = main.setdefault(t.key.task, set(chips))
+        t.variant = " · ".join(c for c in chips if c not in base)
+    return ordered
 
 
 def partition_stats_record(records: list[LoadedRecord], spec: tuple) -> dict[str, Any] | None:
     """The ``partition.stats`` used for a partition spec's heatmap (lowest seed, then run id)."""
     candidates = sorted(
-        (r for r in records if GroupKey.of(r.record).partition_spec == spec and _has_stats(r.record)),
+        (r for r in records if TableKey.of(r.record).partition_spec == spec and _has_stats(r.record)),
         key=lambda r: (r.record["seed"], r.record["run_id"]),
     )
     return candidates[0].record["partition"]["stats"] if candidates else None
@@ -465,4 +599,8 @@ def partition_stats_record(records: list[LoadedRecord], spec: tuple) -> dict[str
 
 def record_link(path: Path, out_dir: Path) -> str:
     """Path of a record relative to the output directory, with forward slashes."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+    return Path(os.path.relpath(Path(path).absolute(), Path(out_dir).absolute())).as_posix()
+
+
+def is_dp_record(record: dict[str, Any]) -> bool:
+    return bool(dp_levels(record))
