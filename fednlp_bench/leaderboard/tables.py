@@ -255,6 +255,16 @@ def privacy_label(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def peft_label(peft: Any) -> str:
+    """Short description of a record's ``peft`` section ('' for full fine-tuning); part of the row key."""
+    if not isinstance(peft, dict) or peft.get("method") in (None, "full"):
+        return ""
+    params = peft.get("params") if isinstance(peft.get("params"), dict) else {}
+    shown = describe_params({k.removeprefix("lora_").removeprefix("prefix_").removeprefix("ia3_"): v
+                             for k, v in params.items()})
+    return f"{_short_value(peft.get('method'))}({shown})" if shown else _short_value(peft.get("method"))
+
+
 def epsilon_of(record: dict[str, Any]) -> tuple[str, float | None]:
     """(display text, sort value) of a run's epsilon: user level first, then sample level; inf without DP."""
     priv = record.get("privacy") or {}
@@ -275,6 +285,7 @@ def _row_key(record: dict[str, Any]) -> str:
             _without_seed(record["fl"]),
             record["preset"],
             privacy_label(record),
+            peft_label(record.get("peft")),  # full and PEFT runs are different rows
         ]
     )
 
@@ -363,7 +374,7 @@ def _details(groups: dict[str, list[LoadedRecord]]) -> dict[str, str]:
         )
         for k in keys:
             rec = groups[k][0].record
-            parts = [describe_params(rec["algorithm"]["hparams"]), privacy_label(rec)]
+            parts = [describe_params(rec["algorithm"]["hparams"]), privacy_label(rec), peft_label(rec.get("peft"))]
             parts += [f"{f}={_short_value(fls[k].get(f))}" for f in differing]
             if len(set(map(str, presets.values()))) > 1:
                 parts.append(f"preset={presets[k]}")
