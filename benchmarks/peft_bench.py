@@ -203,8 +203,7 @@ def step_times(rounds: int, preset: str) -> dict[str, float]:
     for method in ("full", "lora"):
         cfg = config.resolve("tc", preset, [*COMMON, f"model.peft={method}", f"fl.client_lr={LR[method]}"])
         sim, _, _ = build(cfg)
-        sim.algorithm.n_clients = len(sim.client_train)
-        sim.algorithm.init_server(sim.global_params)
+        sim.start_server()
         sims[method] = sim
     for r in range(1, rounds + 1):
         for sim in sims.values():
