@@ -17,8 +17,9 @@
 
 Every run is a child process (``--child``) that calls ``fednlp_bench.run.run`` and reports its
 own peak RSS; ``--jobs`` children run at once, one thread each. Records land in ``--out``. The
-learning rate of each method is fixed in ``LR`` (chosen on seed 100, never on the reported
-seeds; see benchmarks/RESULTS.md).
+learning rate of each method is fixed in ``LR`` and not tuned here: full fine-tuning keeps the
+quick preset's 1e-4; the PEFT methods, which train a few new or rescaling parameters from their
+initial values, use 1e-2 (see benchmarks/RESULTS.md for what that means for the comparison).
 """
 from __future__ import annotations
 
