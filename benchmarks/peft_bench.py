@@ -167,6 +167,8 @@ def part_a(args) -> list[dict]:
     specs = []
     for seed in range(args.seeds):
         for part, extra in PARTITIONS.items():
+            if part not in args.partitions.split(","):
+                continue
             for method in args.methods.split(","):
                 specs.append({"tag": f"{part} {method} seed {seed}", "partition": part, "method": method,
                               "preset": args.preset, "overrides": [*COMMON, f"seed={seed}", f"model.peft={method}",
@@ -250,6 +252,7 @@ def main() -> None:
     ap.add_argument("--timing-rounds", type=int, default=3, help="rounds of the part (c) step timing; 0 skips it")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for parts (a) and (c), e.g. a reduced budget (repeatable)")
+    ap.add_argument("--partitions", default=",".join(PARTITIONS), help="partitions of part (a), comma-separated")
     ap.add_argument("--methods", default=",".join(METHODS), help="PEFT methods of part (a)")
     ap.add_argument("--smoke", action="store_true", help="a minutes-long check of this script, not a measurement")
     args = ap.parse_args()
