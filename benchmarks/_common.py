@@ -19,8 +19,8 @@ def build(cfg):
     prep = prepare(cfg)
     part = make_partition(cfg, prep.task, prep.dsd)
     alg = algorithms.get(cfg.algorithm.name).from_params(cfg.algorithm.params)
-    sim = fl_trainer(cfg, prep.task, build_model(cfg, prep), prep.train, prep.test, part.train, part.test, alg,
-                     pad_id=prep.pad_id, device=pick_device(cfg.device), world=World.current())
+    sim = fl_trainer(cfg, prep.task, build_model(cfg, prep), prep.train, prep.val, part.train, part.test, alg,
+                     pad_id=prep.pad_id, device=pick_device(cfg.device), world=World.current(), val_split="val")
     return sim, prep, part
 
 

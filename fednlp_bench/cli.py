@@ -22,6 +22,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="preset of the task: smoke, quick, paper")
     p.add_argument("--dataset", default=None, help="packaged name, data file/dir, or hf:<hub id>")
     p.add_argument("--model", default=None, help="minilm-l6 (packaged), a local path, or a HF hub id")
+    p.add_argument("--peft", default=None,
+                   help="what is fine-tuned and sent: full (default), lora, prefix, prompt, ia3, bitfit, head")
     p.add_argument("--algorithm", default=None,
                    help="fedavg, centralized, ... (see `fednlp-bench list`) or path/to/file.py:ClassName")
     p.add_argument("--partition", default=None, help="partitioner: uniform, dirichlet_label, quantity, ...")
@@ -44,7 +46,7 @@ def _resolve(args):
     top = {
         "dataset": args.dataset, "model": args.model, "seed": args.seed, "results_dir": args.results_dir,
         "wandb": args.wandb, "device": args.device,
-        "algorithm.name": args.algorithm, "partition.method": args.partition,
+        "algorithm.name": args.algorithm, "partition.method": args.partition, "model.peft": args.peft,
     }
     if args.no_progress:
         top["progress"] = False
@@ -108,6 +110,9 @@ def cmd_list(args) -> int:
     _listing("algorithms", algorithms.discover(), target)
     _listing("partitioners", PARTITIONERS.discover(), target)
     _listing("samplers", sampling.SAMPLERS.discover(), target)
+    from fednlp_bench.config import PEFT_METHODS
+
+    print("fine-tuning (--peft / model.peft, docs/peft.md):\n  " + ", ".join(PEFT_METHODS))
     return 0
 
 

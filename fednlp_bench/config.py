@@ -129,11 +129,56 @@ class FairnessConfig(Checked):
     intrinsic: bool = param(False, doc="SEAT-style association test over the encoder's sentence representations")
 
 
+# --- model and parameter-efficient fine-tuning (fednlp_bench/peft_methods.py, docs/peft.md) ---
+PEFT_METHODS = ("full", "lora", "prefix", "prompt", "ia3", "bitfit", "head")
+_MODULE_LISTS = ("lora_targets", "ia3_targets", "ia3_feedforward", "train_modules")
+
+
+@dataclass
+class ModelConfig(Checked):
+    """The pretrained model and which of its parameters are trained and communicated."""
+
+    _prefix = "model."
+    name: str = param("minilm-l6", doc="packaged alias, local path or HF hub id (--model)")
+    peft: str = param("full", choices=PEFT_METHODS, doc="what is fine-tuned and sent (--peft)")
+    lora_r: int = param(8, low=1, doc="lora: rank")
+    lora_alpha: float = param(16.0, low=0.0, low_open=True, finite=True, doc="lora: scale alpha / r")
+    lora_dropout: float = param(0.0, low=0.0, high=1.0, high_open=True, interval=True, doc="lora: input dropout")
+    lora_targets: list[str] = param(default_factory=lambda: ["query", "value"],
+                                    doc="lora: module names or dotted suffixes; all-linear")
+    prefix_tokens: int = param(10, low=1, high=512, doc="prefix and prompt: virtual tokens")
+    prefix_projection: bool = param(False, doc="prefix: Li & Liang's MLP reparameterisation")
+    prompt_init: str = param("vocab", choices=("vocab", "random"), doc="prompt: sampled-vocabulary or random init")
+    ia3_targets: list[str] = param(default_factory=lambda: ["key", "value", "output.dense"], doc="ia3: modules")
+    ia3_feedforward: list[str] = param(default_factory=lambda: ["output.dense"],
+                                       doc="ia3: targets whose input (not output) is rescaled")
+    train_modules: list[str] = param(default_factory=list,
+                                     doc="modules trained in full besides the task head (peft's modules_to_save)")
+
+    def __post_init__(self) -> None:
+        for name in _MODULE_LISTS:  # --set model.lora_targets=query,value
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, [t.strip() for t in value.split(",") if t.strip()])
+        super().__post_init__()
+        for name in _MODULE_LISTS:
+            value = getattr(self, name)
+            if not all(isinstance(t, str) and t for t in value):
+                raise ConfigError(f"model.{name} must be a list of module names, got {value!r}")
+        for name in ("lora_targets", "ia3_targets"):
+            if not getattr(self, name):
+                raise ConfigError(f"model.{name} must name at least one module")
+        stray = sorted(set(self.ia3_feedforward) - set(self.ia3_targets))
+        if stray:
+            raise ConfigError(f"model.ia3_feedforward must be a subset of model.ia3_targets; {stray} are not targets")
+# --- end model ---------------------------------------------------------------------------------
+
+
 @dataclass
 class RunConfig(Checked):
     task: str = "tc"
     dataset: str = "bbc"
-    model: str = "minilm-l6"
+    model: ModelConfig = field(default_factory=ModelConfig)
     preset: str | None = None
     seed: int = param(0, low=0)
     data: DataConfig = field(default_factory=DataConfig)
@@ -154,7 +199,9 @@ class RunConfig(Checked):
 
 
 _SECTIONS = {"data": DataConfig, "partition": PartitionConfig, "fl": FLConfig, "algorithm": AlgorithmConfig,
-             "privacy": PrivacyConfig, "fairness": FairnessConfig}
+             "privacy": PrivacyConfig, "fairness": FairnessConfig, "model": ModelConfig}
+# A section given a plain value sets this key of it: ``--model X`` / ``model: X`` -> model.name.
+_SHORTHAND = {"model": "name"}
 # Keys whose value is a free-form dict (validated later by the partitioner/algorithm).
 _FREE_DICTS = {("partition", "params"), ("algorithm", "params")}
 # Aliases so users can write --set partition.alpha=0.1 / algorithm.mu=0.01.
@@ -190,6 +237,9 @@ def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
         if len(parts) != 1:
             raise ConfigError(f"config key '{parts[0]}' has no sub-keys (got '{dotted}')")
         raw[parts[0]] = value
+        return
+    if len(parts) == 1 and parts[0] in _SHORTHAND:
+        raw.setdefault(parts[0], {})[_SHORTHAND[parts[0]]] = value
         return
     if len(parts) == 1:
         raise ConfigError(f"config key '{dotted}' needs a sub-key, e.g. '{dotted}.{_field_names(_SECTIONS[dotted])[0]}'")
@@ -235,6 +285,8 @@ def build(raw: dict[str, Any]) -> RunConfig:
     for key, value in raw.items():
         if key not in top:
             raise ConfigError(f"unknown config key '{key}' {did_you_mean(key, top)}")
+        if key in _SHORTHAND and not isinstance(value, dict):
+            value = {_SHORTHAND[key]: value}
         if key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"config section '{key}' must be a mapping, got {value!r}")
@@ -294,6 +346,9 @@ def check_privacy(cfg: RunConfig) -> None:
 def resolve(task: str, preset: str | None, overrides: list[str] | None = None, **top: Any) -> RunConfig:
     """Preset -> top-level options -> ``--set`` overrides -> validated :class:`RunConfig`."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in load_preset(task, preset).items()}
+    for key, sub in _SHORTHAND.items():
+        if key in raw and not isinstance(raw[key], dict):
+            raw[key] = {sub: raw[key]}
     for section in _SECTIONS:
         if section in raw:
             raw[section] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw[section].items()}

@@ -8,6 +8,8 @@ Schema version 1 (``SCHEMA_VERSION``)::
     task            str                  tc | st | qa | s2s | plugin task name
     dataset         str
     model           str                  model name as given (alias or HF id/path)
+    peft            {method, params{}}   (optional; absent = full) what is fine-tuned: full | lora | prefix |
+                                         prompt | ia3 | bitfit | head and its model.* parameters
     preset          str | null
     seed            int
     partition       {method, n_clients, params{}, stats{}}
@@ -21,7 +23,8 @@ Schema version 1 (``SCHEMA_VERSION``)::
                      failed_clients[{round, client, reason}], dropped_clients, resumed,
                      counterfactual{flip_rate, mean_abs_delta_prob, n_affected, ...} (tc)}
     cost            {wall_seconds, client_compute_seconds, eval_seconds, bytes_up, bytes_down,
-                     bytes_up_per_round, bytes_down_per_round, ...}
+                     bytes_up_per_round, bytes_down_per_round, n_params (trainable = communicated),
+                     n_params_total, ...}
     provenance      {git_commit, git_dirty, packages{}, device, python, platform, command}
     config          the full resolved run configuration
     privacy         (optional) DP settings, epsilon/delta and the sampling assumption

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fednlp_bench import algorithms, checkpoint, partitioners, provenance, sampling, tasks
+from fednlp_bench import algorithms, checkpoint, partitioners, peft_methods, provenance, sampling, tasks
 from fednlp_bench.audit import capabilities
 from fednlp_bench.aggregation import make_aggregator
 from fednlp_bench.algorithms import CENTRALIZED
@@ -92,8 +92,8 @@ def _subsample_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
 def prepare(cfg: RunConfig) -> Prepared:
     """Load (cached), subsample and tokenize (cached) the run's dataset."""
     task, dsd = load_splits(cfg)
-    model_path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(cfg.model)
+    model_path = resolve_model(cfg.model.name)
+    tokenizer = load_tokenizer(cfg.model.name)
     d = cfg.data
     key = f"{cfg.dataset}-{d.split_seed}-{d.test_fraction}-val{d.val_fraction}-{d.max_val}"
     train = task.featurize(dsd["train"], tokenizer, d.max_len, key + f"-train-{d.max_train}")
@@ -277,6 +277,7 @@ def validate_up_front(cfg: RunConfig) -> algorithms.Algorithm | None:
     alg = resolve_algorithm(cfg)
     partitioners.make(cfg.partition.method, n_clients=cfg.partition.n_clients, seed=cfg.seed, **cfg.partition.params)
     make_aggregator(cfg.fl.aggregator, cfg.fl.trim_fraction)
+    peft_methods.check_up_front(cfg.model, resolve_model(cfg.model.name))  # PEFT target names
     check_combination(cfg, alg)
     return alg
 
@@ -344,9 +345,10 @@ class Parts:
 
 
 def build_model(cfg: RunConfig, prep: Prepared) -> torch.nn.Module:
+    """The task's model with ``model.peft`` applied: its trainable parameters are what FL trains and sends."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # deterministic head initialisation
-        model = prep.task.build_model(prep.model_path, prep.info)
+        torch.manual_seed(cfg.seed)  # deterministic head (and adapter) initialisation
+        model = peft_methods.build_model(prep.task, prep.model_path, prep.info, cfg.model)
     if cfg.privacy.model_dropout is not None:  # the dropout defence against canary extraction
         from fednlp_bench.audit.inversion_audit import set_model_dropout
 
@@ -536,7 +538,10 @@ def training_sections(parts: Parts, wall: float) -> dict[tuple[str, ...], Any]:
             "bytes_down_per_round": int(costs.bytes_down // fl.rounds),
             "train_examples": costs.train_examples, "train_tokens": costs.train_tokens,
             "padded_tokens": costs.padded_tokens, "local_steps": costs.local_steps,
-            "n_params": int(trainer.global_params.numel()), "world_size": parts.world.size},
+            "n_params": int(trainer.global_params.numel()),  # trainable: what is communicated
+            "n_params_total": sum(p.numel() for p in trainer.local.model.parameters()),
+            "world_size": parts.world.size},
+        ("peft",): peft_methods.record_section(cfg.model),
     }
 
 
@@ -572,7 +577,7 @@ def write_record(parts: Parts, extra: dict[tuple[str, ...], Any] | None = None) 
     sections += [c.sections for c in parts.callbacks if hasattr(c, "sections")] + [extra or {}]
     parts.tracker.summary({f"final/{k}": v for k, v in parts.final.final.items()})
     header = {"run_id": parts.run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "task": cfg.task, "dataset": cfg.dataset, "model": cfg.model, "preset": cfg.preset, "seed": cfg.seed}
+              "task": cfg.task, "dataset": cfg.dataset, "model": cfg.model.name, "preset": cfg.preset, "seed": cfg.seed}
     record = build_record(header, sections)
     return record, atomic_write_json(Path(cfg.results_dir) / f"{parts.run_id}.json", record)
 

@@ -229,7 +229,7 @@ def _parse(raw: Any, path: Path) -> Track:
         _expect(a, str, "algorithms[]", "an algorithm name")
     return Track(name=name, version=version, task=_expect(raw["task"], str, "task", "a task name"),
                  preset=raw.get("preset"), dataset=dataset,
-                 model=_expect(raw.get("model", config.RunConfig.model), str, "model", "a string"),
+                 model=_expect(raw.get("model", config.ModelConfig.name), str, "model", "a string"),
                  budget={s: dict(v) for s, v in budget.items()}, partitions=partitions, reference=reference,
                  algorithms=tuple(algorithms), seeds=_seeds(raw["seeds"], "seeds", 3),
                  tuning=_tuning(raw["tuning"], partitions), path=path)

@@ -244,6 +244,10 @@ class TaskAdapter(ABC):
         """Build one training batch for ``rows`` padded to its longest sequence."""
 
     # --- model ----------------------------------------------------------------
+    #: the task head: modules the pretrained checkpoint does not have, trained in full under
+    #: every PEFT method (peft's ``modules_to_save``); a module matches by name or dotted suffix
+    head_modules: ClassVar[tuple[str, ...]] = ()
+
     @abstractmethod
     def build_model(self, model_path: str, data_info: dict) -> torch.nn.Module:
         """Build the HF model with this task's head."""

@@ -59,6 +59,7 @@ def question_word(question: str) -> str:
 class ExtractiveQA(TaskAdapter):
     name = "qa"
     primary_metric = "f1"
+    head_modules = ("qa_outputs",)
     default_dataset = "news"
     packaged = PACKAGED
     hub_aliases = HUB_ALIASES

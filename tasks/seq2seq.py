@@ -83,6 +83,8 @@ def target_ids(tokenizer, targets: list[str]) -> list[list[int]]:
 class Seq2Seq(TaskAdapter):
     name = "s2s"
     primary_metric = "rougeL"
+    # BERT2BERT: the decoder's cross-attention and LM-head transform are new (random) weights
+    head_modules = ("crossattention", "cls.predictions")
     default_dataset = "news"
     packaged = PACKAGED
     hub_aliases = HUB_ALIASES

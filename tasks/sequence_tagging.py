@@ -162,6 +162,7 @@ def _tag_order(tags: list[str]) -> list[str]:
 class SequenceTagging(TaskAdapter):
     name = "st"
     primary_metric = "f1"
+    head_modules = ("classifier",)
     default_dataset = "news"
     packaged = PACKAGED
     hub_aliases = HUB_ALIASES

@@ -134,6 +134,7 @@ def read_labelled_file(path: Path) -> tuple[list[str], list[str], list[str] | No
 class TextClassification(TaskAdapter):
     name = "tc"
     primary_metric = "accuracy"
+    head_modules = ("classifier",)
     default_dataset = "bbc"
     packaged = PACKAGED
     hub_aliases = HUB_ALIASES

@@ -21,10 +21,11 @@ def _torchrun(n: int, results: str, overrides: list[str]) -> dict:
 
 
 @pytest.mark.slow
-def test_one_and_two_ranks_agree(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["model.peft=lora"]], ids=["full", "lora"])
+def test_one_and_two_ranks_agree(tmp_path, extra):
     base = ["data.max_train=64", "data.max_test=32", "data.max_len=32", "partition.n_clients=8",
             "fl.clients_per_round=4", "fl.rounds=2", "fl.batch_size=8", "threads=1",
-            "wandb=disabled", "progress=false"]
+            "wandb=disabled", "progress=false", *extra]
     one = _torchrun(1, str(tmp_path / "one"), base + [f"results_dir={tmp_path / 'one'}"])
     two = _torchrun(2, str(tmp_path / "two"), base + [f"results_dir={tmp_path / 'two'}"])
     assert two["cost"]["world_size"] == 2 and one["cost"]["world_size"] == 1
@@ -33,3 +34,4 @@ def test_one_and_two_ranks_agree(tmp_path):
     assert one["metrics"]["final"] == pytest.approx(two["metrics"]["final"], abs=1e-5)
     assert one["cost"]["bytes_up"] == two["cost"]["bytes_up"]
     assert one["cost"]["train_examples"] == two["cost"]["train_examples"]
+    assert one["cost"]["n_params"] == two["cost"]["n_params"]  # the all-reduce carries the trainable vector

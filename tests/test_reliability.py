@@ -63,9 +63,12 @@ def _wait_for_checkpoint(path: Path, proc, timeout=240):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["fedavg", "centralized"])
-def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path, algorithm):
-    overrides = tiny_overrides("fl.rounds=3", "fl.checkpoint_every=1", f"algorithm.name={algorithm}", "threads=1")
+@pytest.mark.parametrize("algorithm,extra", [("fedavg", ()), ("centralized", ()),
+                                             ("fedavg", ("model.peft=lora", "model.lora_dropout=0.1"))],
+                         ids=["fedavg", "centralized", "fedavg-lora"])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path, algorithm, extra):
+    overrides = tiny_overrides("fl.rounds=3", "fl.checkpoint_every=1", f"algorithm.name={algorithm}", "threads=1",
+                               *extra)
     cfg = config.resolve("tc", "smoke", overrides)
     ckpt = checkpoint_dir(cfg)
     args = [sys.executable, "-m", "fednlp_bench", "run", "--task", "tc", "--preset", "smoke"]
@@ -93,6 +96,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path, alg
         assert a == pytest.approx(b, abs=1e-6)
     assert rec["metrics"]["final"] == pytest.approx(fresh["metrics"]["final"], abs=1e-6)
     assert rec["cost"]["bytes_up"] == fresh["cost"]["bytes_up"]
+    assert rec["cost"]["n_params"] == fresh["cost"]["n_params"] and rec.get("peft") == fresh.get("peft")
 
 
 @pytest.mark.slow

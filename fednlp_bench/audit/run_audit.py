@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fednlp_bench import peft_methods
 from fednlp_bench.audit import membership_inference as mia
 from fednlp_bench.audit.rows import append_rows
 from fednlp_bench.audit.view import FinishedRun
@@ -168,7 +169,7 @@ def _reference_model(run: FinishedRun, rows: np.ndarray, steps: int, k: int) -> 
     cfg, prep, task, test = run.cfg, run.prepared, run.task, run.test_data
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1 + k)
-        model = task.build_model(prep.model_path, prep.info).to(run.device)
+        model = peft_methods.build_model(task, prep.model_path, prep.info, cfg.model).to(run.device)  # same PEFT
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.fl.client_lr,
                                 weight_decay=cfg.fl.weight_decay)

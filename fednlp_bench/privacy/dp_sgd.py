@@ -22,6 +22,7 @@ added after the noise, which keeps the guarantee. Noise comes from a
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -30,7 +31,10 @@ import torch
 from torch import nn
 
 from fednlp_bench.algorithms.base import ClientContext
-from fednlp_bench.privacy.per_sample import GhostClipper, PerExampleLoss, per_example_loss, vmap_clipped_sum
+from fednlp_bench.privacy.per_sample import (GhostClipper, PerExampleLoss, UnsupportedModelError, per_example_loss,
+                                               vmap_clipped_sum)
+
+log = logging.getLogger(__name__)
 
 METHODS = ("ghost", "vmap")
 
@@ -55,7 +59,14 @@ class DPSGD:
         self.model = model
         self.params = params
         self.loss_fn = loss_fn
-        self.clipper = GhostClipper(model) if params.method == "ghost" else None
+        self.method, self.fallback_reason = params.method, None
+        self.clipper = None
+        if params.method == "ghost":
+            try:
+                self.clipper = GhostClipper(model)
+            except UnsupportedModelError as exc:  # e.g. peft's IA3 layers: the exact vmap path instead
+                self.method, self.fallback_reason = "vmap", str(exc)
+                log.warning("ghost clipping cannot handle this model (%s); clipping per example with vmap", exc)
         self._noise: torch.Tensor | None = None
 
     def gradient(

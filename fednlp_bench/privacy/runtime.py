@@ -202,7 +202,8 @@ class PrivacyRuntime:
         out: dict[str, Any] = {
             "clip": p.clip,
             "noise_multiplier": p.noise_multiplier,
-            "method": p.method,
+            "method": self._dpsgd.method if self._dpsgd is not None else p.method,  # ghost may fall back to vmap
+            "method_fallback": self._dpsgd.fallback_reason if self._dpsgd is not None else None,
             "delta": self.sample_delta,
             "delta_note": None if self.cfg.sample_delta is not None else DELTA_NOTE.format(
                 unit="training examples", key="sample_delta"),
