@@ -65,6 +65,20 @@ def cached_dataset_dict(key: str, build: Callable[[], "Any"]):
 FEDNLP_SUFFIXES = (".h5", ".hdf5")
 
 
+def swapped_texts(ds, rows: np.ndarray, swap: Callable[[str], tuple[str, int]],
+                  column: str = "text") -> tuple[list[str], np.ndarray]:
+    """``(rewritten texts, their source rows)`` for the ``rows`` whose ``column`` text ``swap`` changes
+    (the counterfactual copies of the probes and of counterfactual data augmentation)."""
+    texts = ds.data.column(column).to_pylist()
+    new, src = [], []
+    for r in np.asarray(rows).tolist():
+        text, n = swap(texts[r])
+        if n:
+            new.append(text)
+            src.append(r)
+    return new, np.asarray(src, dtype=np.int64)
+
+
 def looks_like_path(dataset: str) -> bool:
     """Whether a dataset name that is neither packaged nor ``hf:`` was meant as a local path."""
     return any(sep in dataset for sep in ("/", "\\")) or dataset.startswith(("~", ".")) or Path(dataset).suffix != ""

@@ -33,7 +33,7 @@ import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
 from fednlp_bench.tasks import causal_lm, lm_corpora
-from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint, swapped_texts
 from fednlp_bench.tasks.splits import split_rows
 
 log = logging.getLogger(__name__)
@@ -207,14 +207,8 @@ class LanguageModeling(TaskAdapter):
 
     def counterfactual_copies(self, ds, rows: np.ndarray, tokenizer, max_len: int, swap):
         """Rows whose text ``swap`` changes, rewritten; returns (TokenizedData, their source rows)."""
-        texts = ds.data.column("text").to_pylist()
-        new, src = [], []
-        for r in np.asarray(rows).tolist():
-            text, n = swap(texts[r])
-            if n:
-                new.append(text)
-                src.append(r)
-        return self.encode_texts(new, None, tokenizer, max_len), np.asarray(src, dtype=np.int64)
+        new, src = swapped_texts(ds, rows, swap)
+        return self.encode_texts(new, None, tokenizer, max_len), src
 
 
 def shortlist(texts: list[str], tokenizer, size: int) -> dict:

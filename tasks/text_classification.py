@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fednlp_bench.batching import Ragged, TokenizedData
-from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint
+from fednlp_bench.tasks.base import DatasetError, TaskAdapter, cached_dataset_dict, fingerprint, swapped_texts
 from fednlp_bench.tasks.user_files import (
     iter_jsonl,
     label_cell,
@@ -247,15 +247,8 @@ class TextClassification(TaskAdapter):
 
     def counterfactual_copies(self, ds, rows: np.ndarray, tokenizer, max_len: int, swap):
         """Rows whose text ``swap`` changes, rewritten with the same label; (TokenizedData, source rows)."""
-        texts = ds.data.column("text").to_pylist()
+        new, src_rows = swapped_texts(ds, rows, swap)
         labels = ds.data.column("label").to_numpy()
-        new, src = [], []
-        for r in np.asarray(rows).tolist():
-            text, n = swap(texts[r])
-            if n:
-                new.append(text)
-                src.append(r)
-        src_rows = np.asarray(src, dtype=np.int64)
         return self.encode_texts(new, labels[src_rows], tokenizer, max_len), src_rows
 
     def collate(self, data: TokenizedData, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:

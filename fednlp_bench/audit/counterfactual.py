@@ -88,15 +88,9 @@ def _pattern(words: tuple[str, ...]) -> re.Pattern:
 _DEFAULT_TABLE = swap_table()
 
 
-def counterfactual_probe(texts: Sequence[str], probabilities: Callable[[list[str]], np.ndarray],
-                         table: dict[str, str] | None = None,
-                         keep: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
-    """Flip rate and mean |delta p| of the predicted class over texts that contain a listed term.
-
-    ``probabilities(texts)`` returns the model's class probabilities, shape (n, classes);
-    ``keep(original, swapped)``, if given, drops pairs the model cannot tell apart (e.g. the swap
-    falls beyond the truncation length): ``n_with_terms`` counts all, ``n_affected`` the kept ones.
-    """
+def swapped_pairs(texts: Sequence[str], keep: Callable[[str, str], bool] | None = None,
+                  table: dict[str, str] | None = None) -> tuple[list[str], list[str], int]:
+    """``(originals, swapped, n_with_terms)`` over texts that contain a listed term (and pass ``keep``)."""
     originals, swapped, n_terms = [], [], 0
     for text in texts:
         new, n = swap_gender(text, table)
@@ -106,6 +100,19 @@ def counterfactual_probe(texts: Sequence[str], probabilities: Callable[[list[str
         if keep is None or keep(text, new):
             originals.append(text)
             swapped.append(new)
+    return originals, swapped, n_terms
+
+
+def counterfactual_probe(texts: Sequence[str], probabilities: Callable[[list[str]], np.ndarray],
+                         table: dict[str, str] | None = None,
+                         keep: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
+    """Flip rate and mean |delta p| of the predicted class over texts that contain a listed term.
+
+    ``probabilities(texts)`` returns the model's class probabilities, shape (n, classes);
+    ``keep(original, swapped)``, if given, drops pairs the model cannot tell apart (e.g. the swap
+    falls beyond the truncation length): ``n_with_terms`` counts all, ``n_affected`` the kept ones.
+    """
+    originals, swapped, n_terms = swapped_pairs(texts, keep, table)
     out: dict[str, Any] = {"probe": "gender term swap", "n_test": len(texts), "n_with_terms": n_terms,
                            "n_affected": len(originals), "flip_rate": None, "mean_abs_delta_prob": None,
                            "max_abs_delta_prob": None, "word_pairs": len(GENDER_PAIRS)}

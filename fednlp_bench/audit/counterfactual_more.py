@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fednlp_bench.audit.counterfactual import GENDER_PAIRS, swap_gender
+from fednlp_bench.audit.counterfactual import GENDER_PAIRS, swapped_pairs
 
 _MALE = frozenset(m for m, _ in GENDER_PAIRS)
 _FEMALE = frozenset(f for _, f in GENDER_PAIRS) | {"hers"}
@@ -32,20 +32,6 @@ def gender_of_terms(text: str) -> int:
     words = {w.lower().strip(".,;:!?\"'()") for w in text.split()}
     male, female = bool(words & _MALE), bool(words & _FEMALE)
     return 1 if male and not female else -1 if female and not male else 0
-
-
-def swapped_pairs(texts: Sequence[str], keep: Callable[[str, str], bool] | None = None) -> tuple[list, list, int]:
-    """``(originals, swapped, n_with_terms)`` over texts that contain a listed term (and pass ``keep``)."""
-    originals, swapped, n_terms = [], [], 0
-    for text in texts:
-        new, n = swap_gender(text)
-        if not n:
-            continue
-        n_terms += 1
-        if keep is None or keep(text, new):
-            originals.append(text)
-            swapped.append(new)
-    return originals, swapped, n_terms
 
 
 def loglik_probe(texts: Sequence[str], loglik: Callable[[list[str]], np.ndarray],
