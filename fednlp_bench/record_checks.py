@@ -46,8 +46,8 @@ MAX_DEVIATIONS = 32
 
 # The primary metric of each built-in task (tasks/*.py ``primary_metric``; a test keeps the two
 # in step). Kept here as data so that the leaderboard never imports the torch-heavy adapters.
-TASK_PRIMARY = {"tc": "accuracy", "st": "f1", "qa": "f1", "s2s": "rougeL"}
-TASK_ORDER = ("tc", "st", "qa", "s2s")
+TASK_PRIMARY = {"tc": "accuracy", "st": "f1", "qa": "f1", "s2s": "rougeL", "lm": "accuracy"}
+TASK_ORDER = ("tc", "st", "qa", "s2s", "lm")
 
 # Metrics that are fractions by definition.
 UNIT_METRICS = frozenset({

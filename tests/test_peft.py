@@ -404,6 +404,7 @@ def test_sample_level_dp_with_lora_uses_ghost_and_ia3_falls_back_to_vmap(tiny_ov
 def test_leaderboard_keeps_full_and_lora_apart():
     from test_leaderboard import make_record
 
+    from fednlp_bench.leaderboard.keys import setup_chips
     from fednlp_bench.leaderboard.load import LoadedRecord
     from fednlp_bench.leaderboard.tables import make_tables
 
@@ -411,10 +412,11 @@ def test_leaderboard_keeps_full_and_lora_apart():
     lora = make_record(value=0.7)
     lora["peft"] = {"method": "lora", "params": {"lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0,
                                                  "lora_targets": ["query", "value"]}}
-    (table,) = make_tables([LoadedRecord(Path(f"/r/{i}.json"), r) for i, r in enumerate((full, lora))])
-    details = sorted(row.detail for row in table.rows)
-    assert len(table.rows) == 2
-    assert any("lora(" in d and "r=8" in d for d in details)
+    tables = make_tables([LoadedRecord(Path(f"/r/{i}.json"), r) for i, r in enumerate((full, lora))])
+    # the method is part of the experiment's setup: full and LoRA runs never share a row (nor a table)
+    assert len(tables) == 2 and all(len(t.rows) == 1 for t in tables)
+    chips = [" ".join(setup_chips(t.key.setup_dict)) for t in tables]
+    assert sum("peft lora" in c and "lora_r=8" in c for c in chips) == 1, chips
 
 
 def test_record_carries_method_and_params():
