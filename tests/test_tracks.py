@@ -294,3 +294,16 @@ def test_plan_orders_seed_by_seed_with_the_reference_first():
     assert [c.seed for c in cells] == sorted(c.seed for c in cells)
     with pytest.raises(ConfigError, match="no partition"):
         t.partition("dir0.5")
+
+
+def test_budget_fairness_section_reaches_every_cell_and_unknown_sections_are_refused(tmp_path):
+    t = tracks.load("tc")
+    for p in t.partitions:
+        cfg = t.run_config("fedavg", p.name, t.seeds[0], wandb="disabled")
+        assert cfg.fairness.counterfactual is False and cfg.model.name == t.model
+    text = Path(t.path).read_text(encoding="utf-8").replace("fairness: {counterfactual: false}",
+                                                            "privacy: {user_level: true}")
+    bad = tmp_path / "tc.yaml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'budget.privacy'"):
+        tracks.load(str(bad))
