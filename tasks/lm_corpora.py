@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import zipfile
 from pathlib import Path
 
+from fednlp_bench.tasks import user_files
 from fednlp_bench.tasks.base import DatasetError
 from fednlp_bench.tasks.text_classification import _healthtweets, _rotten_tomatoes, package_dir
 
@@ -95,11 +95,8 @@ def read_documents(path: Path) -> tuple[list[str], list[str] | None]:
 
 
 def _lines(path: Path) -> list[str]:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        return raw.decode("latin-1").splitlines()
+    """The file's lines; bytes that are not UTF-8 are an error naming the line, as for every user file."""
+    return user_files.read_utf8(path).splitlines()
 
 
 def _read_tsv(path: Path) -> tuple[list[str], list[str]]:
@@ -116,28 +113,18 @@ def _read_tsv(path: Path) -> tuple[list[str], list[str]]:
 
 
 def _read_records(path: Path) -> tuple[list[str], list[str] | None]:
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        rows = []
-        for n, line in enumerate(_lines(path), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{n}: expected a JSON object with a 'text' key")
-            rows.append(row)
-    if not rows:
+    """A ``text`` field in every row (a blank text is skipped) and ``client`` in every row or none."""
+    numbered = user_files.read_csv_rows(path) if path.suffix.lower() == ".csv" else list(user_files.iter_jsonl(path))
+    if not numbered:
         return [], None
-    if any("text" not in r for r in rows):
-        raise DatasetError(f"text file '{path}' needs a 'text' field in every row; found: {', '.join(rows[0])}")
-    has_client = all("client" in r and r["client"] not in (None, "") for r in rows)
-    if not has_client and any("client" in r for r in rows):
+    for line, row in numbered:
+        if "text" not in row:
+            raise DatasetError(f"{path}:{line}: missing 'text'; every row needs a 'text' field "
+                               f"(found: {', '.join(map(str, row))})")
+    rows = [row for _, row in numbered]
+    has_client = all(r.get("client") not in (None, "") for r in rows)
+    if not has_client and any(r.get("client") not in (None, "") for r in rows):
         raise DatasetError(f"text file '{path}': 'client' must be set in every row or in none")
-    keep = [i for i, r in enumerate(rows) if str(r["text"]).strip()]
-    texts = [" ".join(str(rows[i]["text"]).split()) for i in keep]
-    return texts, ([str(rows[i]["client"]) for i in keep] if has_client else None)
+    keep = [r for r in rows if r["text"] is not None and str(r["text"]).strip()]
+    texts = [" ".join(str(r["text"]).split()) for r in keep]
+    return texts, ([str(r["client"]) for r in keep] if has_client else None)

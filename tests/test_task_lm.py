@@ -149,3 +149,26 @@ def test_smoke_run_writes_a_valid_record(tiny_overrides):
     assert saved["fl"]["n_val"] == 48 and all(row["split"] == "val" for row in per_round)
     assert per_round[-1]["loss"] < initial["loss"]  # two rounds of next-word training lower the validation loss
     assert saved["metrics"]["counterfactual"]["probe"].endswith("log-likelihood gap")
+
+
+def test_user_text_files_are_read_like_every_other_user_file(tmp_path):
+    """Not UTF-8 is an error naming the line (never a silent latin-1 guess); a BOM is skipped; CSV
+    rows are checked by the shared reader; a JSONL row that is not an object names its line."""
+    from fednlp_bench.tasks.lm_corpora import read_documents
+
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9 one\nna\u00efve two\n".encode("latin-1"))
+    with pytest.raises(tasks.DatasetError, match=r"latin.txt:1: byte 0xe9 is not UTF-8"):
+        read_documents(tmp_path / "latin.txt")
+    (tmp_path / "bom.txt").write_bytes("\ufefffirst doc\nsecond doc\n".encode("utf-8"))
+    assert read_documents(tmp_path / "bom.txt") == (["first doc", "second doc"], None)
+    (tmp_path / "d.csv").write_text('text,client\n"a, b",u1\nc,u2\n', encoding="utf-8")
+    assert read_documents(tmp_path / "d.csv") == (["a, b", "c"], ["u1", "u2"])
+    (tmp_path / "wide.csv").write_text("text\na,b\n", encoding="utf-8")
+    with pytest.raises(tasks.DatasetError, match=r"wide.csv:2: 2 cells but the header has 1"):
+        read_documents(tmp_path / "wide.csv")
+    (tmp_path / "notext.jsonl").write_text('{"text": "a"}\n{"body": "b"}\n', encoding="utf-8")
+    with pytest.raises(tasks.DatasetError, match=r"notext.jsonl:2: missing 'text'"):
+        read_documents(tmp_path / "notext.jsonl")
+    (tmp_path / "list.jsonl").write_text('{"text": "a"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(tasks.DatasetError, match=r"list.jsonl:2: expected a JSON object"):
+        read_documents(tmp_path / "list.jsonl")
