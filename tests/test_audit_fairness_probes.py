@@ -160,7 +160,8 @@ def test_sensitivity_cda_and_intrinsic_in_a_smoke_run(tiny_overrides):
 def test_membership_lira_and_canary_audits_run_on_every_task(task, tiny_overrides):
     from fednlp_bench.run import run
 
-    overrides = [o for o in tiny_overrides("threads=1", "privacy.audit=true", "privacy.audit_reference_models=1",
+    overrides = [o for o in tiny_overrides("threads=1", "model.name=minilm-l3", "privacy.audit=true",
+                                           "privacy.audit_reference_models=1",
                                            "privacy.canaries=2", "privacy.canary_candidates=20")
                  if not o.startswith(("data.max_len", "data.max_train", "data.max_test"))]
     rec, path = run(config.resolve(task, "smoke", overrides))

@@ -25,7 +25,7 @@ def _torchrun(n: int, results: str, overrides: list[str]) -> dict:
 def test_one_and_two_ranks_agree(tmp_path, extra):
     base = ["data.max_train=64", "data.max_test=32", "data.max_len=32", "partition.n_clients=8",
             "fl.clients_per_round=4", "fl.rounds=2", "fl.batch_size=8", "threads=1",
-            "wandb=disabled", "progress=false", *extra]
+            "model.name=minilm-l3", "wandb=disabled", "progress=false", *extra]
     one = _torchrun(1, str(tmp_path / "one"), base + [f"results_dir={tmp_path / 'one'}"])
     two = _torchrun(2, str(tmp_path / "two"), base + [f"results_dir={tmp_path / 'two'}"])
     assert two["cost"]["world_size"] == 2 and one["cost"]["world_size"] == 1

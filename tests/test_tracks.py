@@ -26,6 +26,7 @@ name: tiny
 version: 1
 task: tc
 dataset: bbc
+model: minilm-l3
 budget:
   data: {max_len: 32, max_train: 64, test_fraction: 0.05, val_fraction: 0.1, max_val: 24}
   fl: {rounds: 2, clients_per_round: 2, batch_size: 8, client_lr: 1.0e-4}
