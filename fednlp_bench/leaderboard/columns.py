@@ -81,6 +81,16 @@ TIME_UNITS = ((1.0, "s"), (60.0, "min"), (3600.0, "h"))
 BYTE_UNITS = ((1.0, "B"), (1024.0, "KiB"), (1024.0**2, "MiB"), (1024.0**3, "GiB"), (1024.0**4, "TiB"))
 
 
+def overview_value(row: Row) -> str:
+    """An overview cell's number: the gap to centralized when the row has one, else mean ± CI."""
+    return fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
+
+
+def overview_rank(row: Row, empty: str = "") -> str:
+    """The tie-aware rank ("2=" when tied with others), or ``empty`` for an unranked row."""
+    return f"{row.rank}{'=' if row.tied else ''}" if row.rank is not None else empty
+
+
 def column_unit(values: list[float | None], kind: str) -> tuple[float, str]:
     """One unit for a whole column, from its largest value: s / min / h, or B / KiB / ... / TiB."""
     top = max((v for v in values if v is not None), default=0.0)

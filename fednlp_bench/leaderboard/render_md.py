@@ -15,7 +15,8 @@ from fednlp_bench.leaderboard.columns import (
     flag_notes,
     fmt_ci,
     fmt_delta,
-    fmt_diff,
+    overview_rank,
+    overview_value,
     row_flags,
 )
 from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, privacy_id, setup_chips
@@ -134,8 +135,8 @@ def _matrix_md(m: Matrix, plots: dict) -> list[str]:
             if row is None:
                 cells.append("–")
                 continue
-            main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
-            rank = f"rank {row.rank}{'=' if row.tied else ''}" if row.rank is not None else ""
+            main = overview_value(row)
+            rank = f"rank {overview_rank(row)}" if row.rank is not None else ""
             marks = "".join(f" {f.marker}" for f in row_flags(row))
             cells.append(f"{md_escape(main)}<br>{md_escape(rank + marks)}")
         mr = m.mean_rank.get(label)
@@ -163,10 +164,8 @@ def _overview_md(overviews: list[TaskOverview], plots: dict) -> list[str]:
                     f"Gap (or mean) ± {CI_LABEL} | Rank |",
                     "|---|---|---|---:|---:|"]
             for diff, t, row in others:
-                main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
-                rank = f"{row.rank}{'=' if row.tied else ''}" if row.rank is not None else "–"
                 out.append(f"| {md_escape(diff)} | {md_escape(t.partition_label)} | {md_escape(row.label)} | "
-                           f"{md_escape(main)} | {rank} |")
+                           f"{md_escape(overview_value(row))} | {overview_rank(row, '–')} |")
             out.append("")
         for (dataset, model), points in sorted(ov.privacy.items()):
             pid = privacy_id(ov.task, dataset, model)

@@ -2,7 +2,8 @@
 as the pages, every record string passed through :func:`~fednlp_bench.record_checks.safe_text`."""
 from __future__ import annotations
 
-from fednlp_bench.leaderboard.columns import CI_LABEL, RANK_RULE, flag_notes, fmt_ci, fmt_diff, row_flags
+from fednlp_bench.leaderboard.columns import (CI_LABEL, RANK_RULE, flag_notes, fmt_ci, fmt_diff, overview_rank,
+                                              overview_value, row_flags)
 from fednlp_bench.leaderboard.overview import Matrix, TaskOverview, other_setup_rows, setup_chips
 from fednlp_bench.leaderboard.tables import TTA_FRACTION, Row, Table
 from fednlp_bench.record_checks import safe_text
@@ -68,8 +69,8 @@ def matrix_text(m: Matrix) -> list[str]:
             if row is None:
                 cells.append("-")
                 continue
-            main = fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)
-            cells.append(f"{main} [{row.rank}{'=' if row.tied else ''}]" if row.rank is not None else main)
+            main = overview_value(row)
+            cells.append(f"{main} [{overview_rank(row)}]" if row.rank is not None else main)
         mr = m.mean_rank.get(label)
         cells.append(f"{mr[0]:.2f} ({mr[1]})" if mr else "-")
         rows.append(cells)
@@ -86,8 +87,7 @@ def render_text(tables: list[Table], overviews: list[TaskOverview], show_overvie
             others = other_setup_rows(ov)
             if others:
                 rows = [[safe_text(diff, 200), safe_text(t.partition_label, 60), safe_text(row.label, 80),
-                         fmt_diff(row.gap) if row.gap is not None else fmt_ci(row.primary.mean, row.primary.half)]
-                        for diff, t, row in others]
+                         overview_value(row)] for diff, t, row in others]
                 out += [f"{ov.task}: other setups (gap or mean ± {CI_LABEL})"]
                 out += ["  " + ln for ln in _grid(["setup (differs from the main one)", "partition", "algorithm",
                                                    "value"], rows, {3})] + [""]
