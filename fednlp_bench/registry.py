@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -176,6 +177,21 @@ class Registry(Generic[T]):
         if isinstance(name, str) and name in self._builtins:
             raise self.error(f"{what}: declares the name '{name}' of a built-in {self.kind}; plugins must use "
                              f"a name of their own")
+
+
+def subclass_of(base: type, public: str, error: type[UserError], methods: tuple[str, ...] = ()) -> Callable[[Any, str], Any]:
+    """A registry ``check``: the loaded object must be a subclass of ``base`` (named ``public`` in the
+    message, the import path a plugin author uses) with each of ``methods`` callable."""
+
+    def check(obj: Any, label: str) -> Any:
+        if not (inspect.isclass(obj) and issubclass(obj, base)):
+            raise error(f"{label}: {obj!r} is not a subclass of {public}")
+        for name in methods:
+            if not callable(getattr(obj, name, None)):
+                raise error(f"{label}: missing method {name}()")
+        return obj
+
+    return check
 
 
 def _dist(ep: Any) -> str:

@@ -7,22 +7,17 @@ docs/adding-a-partitioner.md.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from fednlp_bench.partitioners.base import Partitioner
 from fednlp_bench.partitioners.errors import PartitionError
-from fednlp_bench.registry import Registry
-
-
-def _check_partitioner(obj: object, label: str) -> type[Partitioner]:
-    if not (inspect.isclass(obj) and issubclass(obj, Partitioner)):
-        raise PartitionError(f"{label}: {obj!r} is not a subclass of fednlp_bench.partitioners.Partitioner")
-    return obj
+from fednlp_bench.registry import Registry, subclass_of
 
 
 PARTITIONERS: Registry[type[Partitioner]] = Registry("partition method", PartitionError,
-                                                     "fednlp_bench.partitioners", _check_partitioner)
+                                                     "fednlp_bench.partitioners",
+                                                     subclass_of(Partitioner, "fednlp_bench.partitioners.Partitioner",
+                                                                 PartitionError))
 PARTITIONERS.add("uniform", "fednlp_bench.partitioners.uniform:Uniform")
 PARTITIONERS.add("dirichlet_label", "fednlp_bench.partitioners.dirichlet_label:DirichletLabel")
 PARTITIONERS.add("quantity", "fednlp_bench.partitioners.quantity:Quantity")

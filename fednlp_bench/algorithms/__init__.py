@@ -7,28 +7,19 @@ others: :func:`discover` records its error and :func:`get` raises a clear
 """
 from __future__ import annotations
 
-import inspect
-
 from fednlp_bench.algorithms.base import Aggregate, Algorithm, ClientContext, ClientResult, NoHParams
 from fednlp_bench.errors import PluginError
-from fednlp_bench.registry import Entry, Registry
+from fednlp_bench.registry import Entry, Registry, subclass_of
 
 ENTRY_POINT_GROUP = "fednlp_bench.algorithms"
 #: the reference baseline: one client holding all the data, trained by fednlp_bench.centralized
 CENTRALIZED = "centralized"
 
 
-def _check_class(obj: object, label: str) -> type[Algorithm]:
-    if not (inspect.isclass(obj) and issubclass(obj, Algorithm)):
-        raise PluginError(f"{label}: {obj!r} is not a subclass of fednlp_bench.algorithms.Algorithm")
-    for hook in ("client_update", "server_update"):
-        if not callable(getattr(obj, hook, None)):
-            raise PluginError(f"{label}: missing method {hook}()")
-    return obj
-
-
-ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", PluginError, ENTRY_POINT_GROUP, _check_class,
-                                                 files=True)
+ALGORITHMS: Registry[type[Algorithm]] = Registry(
+    "algorithm", PluginError, ENTRY_POINT_GROUP,
+    subclass_of(Algorithm, "fednlp_bench.algorithms.Algorithm", PluginError, ("client_update", "server_update")),
+    files=True)
 ALGORITHMS.add("fedavg", "fednlp_bench.algorithms.fedavg:FedAvg")
 ALGORITHMS.add("fedprox", "fednlp_bench.algorithms.fedprox:FedProx")
 ALGORITHMS.add("fedadam", "fednlp_bench.algorithms.fedopt:FedAdam")
