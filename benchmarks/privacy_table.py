@@ -59,7 +59,8 @@ def row(rec: dict) -> list[str]:
         f"{_f(m['initial'].get(prim))} -> {_f(m['final'].get(prim))}",
         epsilon(rec),
         _f(ex.get("auc")),
-        _f(cl.get("auc")),
+        # with few clients the client-level AUC rests on a handful of pairs: show how many
+        f"{_f(cl.get('auc'))} ({cl['n_members']} vs {cl['n_nonmembers']})" if cl.get("auc") is not None else "-",
         _f(lira.get("auc")),
         _f(lira.get("tpr_at_0.01_fpr")),
         f"{can['rank']:g}/{can['n_candidates'] + 1}, {can['exposure']:.2f} of {can['max_exposure']:.2f} bits"
@@ -69,7 +70,7 @@ def row(rec: dict) -> list[str]:
     ]
 
 
-HEADER = ["setting", "accuracy (untrained -> final)", "epsilon", "MIA AUC (loss)", "client MIA AUC",
+HEADER = ["setting", "accuracy (untrained -> final)", "epsilon", "MIA AUC (loss)", "client MIA AUC (members vs non)",
           "LiRA AUC", "LiRA TPR@1%FPR", "canary rank, exposure", "gender flip rate", "wall s"]
 
 

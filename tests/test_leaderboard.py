@@ -262,6 +262,26 @@ def test_gap_only_against_a_reference_with_the_identical_setup():
     assert table.rows[0].gap.mean == pytest.approx(-0.1)
 
 
+def test_a_track_reference_tuned_to_its_own_client_lr_is_the_reference_off_tracks_it_is_not():
+    """A track tunes the centralized reference's lr on validation; off a track, the lr must match."""
+    fl = make_record(value=0.8)
+    fl["fl"]["client_lr"] = 3e-4
+    ref = make_record(algorithm="centralized", value=0.9, run_id="ref")
+    ref["fl"]["client_lr"] = 1e-4
+    ref["fl"]["clients_per_round"] = 1
+    (table,) = [t for t in make_tables(loaded(fl, ref)) if t.rows]
+    assert table.reference is None and table.rows[0].gap is None  # no track: another lr, no gap
+    for rec in (fl, ref):
+        rec["track"] = {"name": "tc", "version": 2}
+    (table,) = [t for t in make_tables(loaded(fl, ref)) if t.rows]
+    assert table.reference is not None and table.rows[0].gap.mean == pytest.approx(-0.1)
+    other = copy.deepcopy(ref)
+    other["track"] = {"name": "tc", "version": 1}  # another track version never serves as the reference
+    other["run_id"] = "other"
+    (table,) = [t for t in make_tables(loaded(fl, other)) if t.rows]
+    assert table.reference is None
+
+
 def test_rows_split_by_plugin_version_and_by_peft():
     """provenance.plugin as fednlp_bench.registry writes it: a package's version or a file's
     SHA-256 makes a row of its own; the same file bytes under another path are the same code."""

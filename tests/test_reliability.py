@@ -68,7 +68,7 @@ def _wait_for_checkpoint(path: Path, proc, timeout=240):
                          ids=["fedavg", "centralized", "fedavg-lora"])
 def test_sigkill_then_resume_matches_uninterrupted(tiny_overrides, tmp_path, algorithm, extra):
     overrides = tiny_overrides("fl.rounds=3", "fl.checkpoint_every=1", f"algorithm.name={algorithm}", "threads=1",
-                               *extra)
+                               "model.name=minilm-l3", *extra)
     cfg = config.resolve("tc", "smoke", overrides)
     ckpt = checkpoint_dir(cfg)
     args = [sys.executable, "-m", "fednlp_bench", "run", "--task", "tc", "--preset", "smoke"]

@@ -12,7 +12,8 @@
 - **Reference key** (:func:`reference_key`): what a centralized run must share with a table to
   be its reference: task, dataset, model, data sizes, ``max_len``, rounds, local epochs /
   steps, batch size, client lr, weight decay, client optimizer and momentum, peft and track.
-  Client sampling settings and the aggregator do not apply to a centralized run. A gap is only
+  Client sampling settings and the aggregator do not apply to a centralized run. On a track the
+  client lr is left out (the track tunes the reference's lr on validation). A gap is only
   shown against such a reference.
 - **Row key** (:func:`row_key`): the algorithm name and hyper-parameters, the plugin's
   identity (:func:`plugin_id`: a file plugin's SHA-256, a package's distribution and version),
@@ -126,9 +127,16 @@ def setup(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def reference_key(record: dict[str, Any]) -> str:
-    """What a table and its centralized reference must share (see the module docstring)."""
+    """What a table and its centralized reference must share (see the module docstring).
+
+    On a track the client lr is left out: the track fixes it for every FL algorithm and tunes the
+    centralized reference's own lr on validation (its tuning protocol), so the reference of a track
+    table is the tuned centralized run of the same track version, never a run of another budget.
+    """
     fl = record["fl"]
-    parts = {k: fl.get(k) for k in REFERENCE_FL_FIELDS + DATA_FIELDS}
+    fields = REFERENCE_FL_FIELDS if not record.get("track") else tuple(f for f in REFERENCE_FL_FIELDS
+                                                                       if f != "client_lr")
+    parts = {k: fl.get(k) for k in fields + DATA_FIELDS}
     parts.update(task=record["task"], dataset=record["dataset"], model=record["model"], max_len=max_len(record),
                  peft=record.get("peft") or None, track=record.get("track") or None,
                  primary=primary_metric(record))
