@@ -118,7 +118,6 @@ def model_dir() -> Path:
 
 
 def _convert(source: Path, six_layer_dir: Path, target: Path) -> None:
-    import torch
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
@@ -146,4 +145,3 @@ def _convert(source: Path, six_layer_dir: Path, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    del torch
