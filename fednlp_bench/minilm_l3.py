@@ -19,7 +19,6 @@ directory is never used) with the 6-layer package's tokenizer files, and is an o
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -79,8 +78,8 @@ def linear_weights(model) -> dict[str, "object"]:
         if len(biases) != 1:
             raise ModelNotFound(f"minilm-l3: cannot name the ONNX weight '{node.input[1]}' "
                                 f"(bias adds found: {biases})")
-        weight = numpy_helper.to_array(inits[node.input[1]]).T.copy()  # [in, out] -> Linear's [out, in]
-        out[biases[0][: -len(".bias")] + ".weight"] = weight
+        # [in, out] -> Linear's [out, in]; a view, copied once by state_dict_from_onnx
+        out[biases[0][: -len(".bias")] + ".weight"] = numpy_helper.to_array(inits[node.input[1]]).T
     return out
 
 
@@ -121,8 +120,8 @@ def _convert(source: Path, six_layer_dir: Path, target: Path) -> None:
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(**config_dict(six_layer_dir))
-    model = BertModel(cfg, add_pooling_layer=False)
+    cfg = config_dict(six_layer_dir)
+    model = BertModel(BertConfig(**cfg), add_pooling_layer=False)
     state = state_dict_from_onnx(source)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
@@ -134,7 +133,7 @@ def _convert(source: Path, six_layer_dir: Path, target: Path) -> None:
     try:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(config_dict(six_layer_dir), indent=2), encoding="utf-8")
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
         for name in TOKENIZER_FILES:
             if (six_layer_dir / name).is_file():
                 shutil.copyfile(six_layer_dir / name, tmp / name)
