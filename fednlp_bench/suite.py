@@ -12,8 +12,8 @@ end of a run, so a suite killed at any moment (Ctrl-C, SIGKILL, a cluster's time
 leaves only finished cells behind and the next invocation runs exactly the missing ones.
 On a dirty tree the commit cannot tell two edits apart: commit before a run you publish.
 
-Cells are independent, so ``--jobs N`` runs N at once (each in its own process with
-``threads = cores / N``) and a cluster can run them as separate jobs (``--cell INDEX``, e.g.
+Cells are independent, so ``--jobs N`` runs N at once (in N worker processes with
+``threads = cores / N``, each running cell after cell) and a cluster can run them as separate jobs (``--cell INDEX``, e.g.
 one Slurm array task per cell, all writing to one shared results folder).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import sys
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,39 +208,139 @@ def run_suite(track: Track, cells: list[Cell], opts: Options, child_args: list[s
     return report
 
 
-def _child_command(p: Planned, opts: Options, child_args: list[str]) -> list[str]:
+def _worker_command(opts: Options, child_args: list[str]) -> list[str]:
     threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
-    return [sys.executable, "-m", "fednlp_bench", "suite", *child_args, "--cell", str(p.index),
+    return [sys.executable, "-m", "fednlp_bench", "suite", *child_args, "--worker",
             "--threads", str(threads), "--no-progress", "--no-overview"]
 
 
+class _Worker:
+    """One long-lived child process that runs the cells it is sent, one at a time.
+
+    Starting Python, torch and transformers and building the first model costs ~15 s, a quarter
+    of a quick tc cell; a worker pays it once for all its cells instead of once per cell. Each cell
+    still starts from the same seeded state (:func:`fednlp_bench.run.run` seeds every generator and
+    builds its own model), so its record does not depend on which cells ran before it in the worker.
+    """
+
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "w") as log_fh:
+            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fh,
+                                         text=True, bufsize=1, preexec_fn=_die_with_parent)
+
+    def run(self, p: Planned, cell_log: Path) -> str | None:
+        """Run one cell; ``None`` when it finished, else a one-line reason."""
+        try:
+            self.proc.stdin.write(f"{p.index}\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if reply.strip() == f"ok {p.index}":
+            return None
+        if reply.startswith(f"fail {p.index} "):
+            return reply[len(f"fail {p.index} "):].strip()
+        rc = self.proc.wait()
+        return f"the worker process exited {rc}: {_last_line(cell_log) or _last_line(self.log_path)}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.wait()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def serve_cells(planned: list[Planned], logs: Path) -> None:
+    """The worker side (``suite --worker``): read cell indices on stdin, run each, answer on stdout.
+
+    The cell's own output (stdout and stderr, warnings and tracebacks included) goes to
+    ``suite-logs/cell-<index>.log``, as when every cell was its own process; the answer is
+    ``ok <index>`` or ``fail <index> <last line of the error>``.
+    """
+    import traceback
+
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    by_index = {p.index: p for p in planned}
+    for line in sys.stdin:
+        index = int(line)
+        with open(logs / f"cell-{index}.log", "w") as fh, _redirect_fds(fh.fileno()):
+            try:
+                run_one(by_index[index])
+                answer = f"ok {index}"
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the suite
+                traceback.print_exc()
+                answer = f"fail {index} " + (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        reply.write(answer + "\n")
+
+
+class _redirect_fds:
+    """Point fds 1 and 2 (and Python's sys.stdout/stderr) at ``fd`` for the duration."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        sys.stdout.flush(), sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        os.dup2(self.fd, 1), os.dup2(self.fd, 2)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush(), sys.stderr.flush()
+        for target, saved in zip((1, 2), self.saved):
+            os.dup2(saved, target)
+            os.close(saved)
+
+
 def _run_parallel(todo: list[Planned], opts: Options, child_args: list[str], bar: Any, report: Report) -> None:
-    """Up to ``opts.jobs`` cells at once, each a child process; the first failure stops new starts."""
+    """Up to ``opts.jobs`` cells at once, each in one of ``opts.jobs`` worker processes; the first
+    failure stops new starts."""
     logs = Path(opts.results_dir) / "suite-logs"
     logs.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
+    queue = list(todo)
+    lock = threading.Lock()
 
-    def one(p: Planned) -> Planned:
-        log_path = logs / f"cell-{p.index}.log"
-        with open(log_path, "w") as fh:
-            rc = subprocess.run(_child_command(p, opts, child_args), stdout=fh, stderr=subprocess.STDOUT,
-                                preexec_fn=_die_with_parent).returncode
-        if rc != 0:
-            last = (log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            failures.append(f"cell {p.index} ({p.cell.label}) exited {rc}: {last} (log: {log_path})")
-        return p
+    def next_cell() -> Planned | None:
+        with lock:
+            return queue.pop(0) if queue and not failures else None
 
-    with ThreadPoolExecutor(max_workers=opts.jobs) as pool:
-        pending = {pool.submit(one, p) for p in todo[:opts.jobs]}
-        queue = list(todo[opts.jobs:])
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                p = f.result()
-                if not any(m.startswith(f"cell {p.index} ") for m in failures):
-                    report.ran.append(p.cell)
-                    bar.update(1)
-            while queue and not failures and len(pending) < opts.jobs:
-                pending.add(pool.submit(one, queue.pop(0)))
+    def drive(slot: int) -> None:
+        p = next_cell()
+        if p is None:
+            return
+        worker = _Worker(_worker_command(opts, child_args), logs / f"worker-{slot}.log")
+        try:
+            while p is not None:
+                cell_log = logs / f"cell-{p.index}.log"
+                error = worker.run(p, cell_log)
+                with lock:
+                    if error is None:
+                        report.ran.append(p.cell)
+                        bar.update(1)
+                    else:
+                        failures.append(f"cell {p.index} ({p.cell.label}) failed: {error} (log: {cell_log})")
+                if error is not None and worker.proc.poll() is not None:
+                    return
+                p = next_cell()
+        finally:
+            worker.close()
+
+    threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in range(min(opts.jobs, len(todo)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)  # wake up for Ctrl-C
     if failures:
         raise RunError("; ".join(failures))

@@ -80,6 +80,9 @@ def cmd_suite(args) -> int:
             state = "done" if p.key in done else "missing"
             print(f"{p.index:>4}  {state:<8} {p.cell.label}")
         return 0
+    if args.worker:  # a child of `--jobs N`: runs the cells its parent sends on stdin
+        suite.serve_cells(suite.prepare_cells(track, cells, opts), opts.results_dir / "suite-logs")
+        return 0
     if args.cell is not None:
         if not 0 <= args.cell < len(cells):
             raise ConfigError(f"--cell must be in [0, {len(cells) - 1}] for this suite, got {args.cell}")
@@ -104,11 +107,12 @@ def register(sub) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the track's)")
     p.add_argument("--results-dir", "--out", dest="results_dir", default="results", type=Path,
                    help="where records go; cells whose record is already there are skipped (default results/)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at once, in as many worker processes (default 1)")
     p.add_argument("--untuned", action="store_true", help="run the algorithms' default hyper-parameters")
     p.add_argument("--cell", type=int, default=None, metavar="INDEX",
                    help="run only this cell of the list (`--list` shows it), e.g. $SLURM_ARRAY_TASK_ID")
     p.add_argument("--list", action="store_true", help="list the cells with their index and state, run nothing")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--board", type=Path, default=None, metavar="DIR",
                    help="where the rebuilt leaderboard goes (default RESULTS/leaderboard)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -308,3 +308,62 @@ def test_budget_fairness_section_reaches_every_cell_and_unknown_sections_are_ref
     bad.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown key 'budget.privacy'"):
         tracks.load(str(bad))
+
+
+def _untimed(value):
+    """``value`` without wall-clock fields (``seconds``, ``*_seconds``), which no two runs share."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k != "seconds" and not k.endswith("_seconds")}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _metrics(results: Path) -> dict[int, dict]:
+    out = {}
+    for path in results.glob("*.json"):
+        rec = json.loads(path.read_text())
+        out[rec["seed"]] = _untimed(rec["metrics"])
+    return out
+
+
+def test_parallel_workers_give_the_records_of_cells_run_alone(tiny_track, tmp_path):
+    """`--jobs 2` runs 3 cells in 2 worker processes, so the third cell (seed 2) runs after another
+    cell in the same process; its metrics must equal those of the same cell run in a fresh process."""
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    base = [sys.executable, "-m", "fednlp_bench", "suite", "--track", str(tiny_track), "--threads", "1",
+            "--no-progress", "--no-overview"]
+    pooled, alone = tmp_path / "pooled", tmp_path / "alone"
+    done = subprocess.run([*base, "--results-dir", str(pooled), "--jobs", "2"], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 cells, 0 already done, 3 run" in done.stderr
+    logs = sorted(p.name for p in (pooled / "suite-logs").iterdir())
+    assert logs == ["cell-0.log", "cell-1.log", "cell-2.log", "worker-0.log", "worker-1.log"]
+    single = subprocess.run([*base, "--results-dir", str(alone), "--cell", "2"], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    pooled_m, alone_m = _metrics(pooled), _metrics(alone)
+    assert sorted(pooled_m) == [0, 1, 2] and list(alone_m) == [2]
+    assert pooled_m[2] == alone_m[2]
+    assert pooled_m[0]["final"] != pooled_m[2]["final"]  # different seeds really are different runs
+
+
+def test_a_failing_cell_in_a_worker_stops_the_suite_with_its_error(tiny_track, tmp_path, capsys):
+    """A cell that raises inside a worker is reported with its error and log, and no later cell starts."""
+    plugin = tmp_path / "boom.py"
+    plugin.write_text(
+        "from fednlp_bench.algorithms.fedavg import FedAvg\n\n"
+        "class Boom(FedAvg):\n"
+        "    name = 'boom'\n\n"
+        "    def init_server(self, global_params):\n"
+        "        raise RuntimeError('boom from init_server')\n")
+    rc, _, err = _cli(capsys, "suite", "--track", str(tiny_track), "--algorithm", f"{plugin}:Boom",
+                      "--results-dir", str(tmp_path / "r"), "--jobs", "2", "--threads", "1", "--no-progress",
+                      "--no-overview")
+    assert rc != 0
+    assert "Boom / iid / seed 0) failed: boom from init_server (log: " in err and "cell-0.log)" in err, err
+    logs = tmp_path / "r" / "suite-logs"
+    assert "boom from init_server" in (logs / "cell-0.log").read_text()  # the traceback is in the cell's log
+    assert not (logs / "cell-2.log").exists()  # the third cell never started
+    assert not list((tmp_path / "r").glob("*.json"))
