@@ -59,24 +59,19 @@ plugin-example: install
 	$(BIN)/fednlp-bench leaderboard --results $(PLUGIN_RESULTS)/results --out $(PLUGIN_RESULTS)/board
 	grep -q feddyn $(PLUGIN_RESULTS)/board/README.md && echo "plugin-example: feddyn is on the leaderboard"
 
-# The other three tasks on their quick presets: centralized, FedAvg IID, FedAvg non-IID.
+# The st, qa and s2s tracks (fednlp_bench/tracks/<task>.yaml): the centralized reference, FedAvg IID and
+# FedAvg non-IID, seeds 0-2, resumable like bench-tc; then the leaderboard and the overview.
 bench-st: install
-	$(RUN) --task st --preset quick --algorithm centralized
-	$(RUN) --task st --preset quick --algorithm fedavg
-	$(RUN) --task st --preset quick --algorithm fedavg --partition dirichlet_label --set partition.alpha=0.1
-	$(BIN)/fednlp-bench table --results $(RESULTS) --task st
+	$(SUITE) --track st
+	$(MAKE) --no-print-directory leaderboard
 
 bench-qa: install
-	$(RUN) --task qa --preset quick --algorithm centralized
-	$(RUN) --task qa --preset quick --algorithm fedavg
-	$(RUN) --task qa --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
-	$(BIN)/fednlp-bench table --results $(RESULTS) --task qa
+	$(SUITE) --track qa
+	$(MAKE) --no-print-directory leaderboard
 
 bench-s2s: install
-	$(RUN) --task s2s --preset quick --algorithm centralized
-	$(RUN) --task s2s --preset quick --algorithm fedavg
-	$(RUN) --task s2s --preset quick --algorithm fedavg --partition natural --set partition.n_clients=0
-	$(BIN)/fednlp-bench table --results $(RESULTS) --task s2s
+	$(SUITE) --track s2s
+	$(MAKE) --no-print-directory leaderboard
 
 # Next-word prediction (quick preset, House of Commons): centralized, FedAvg IID (100 clients), FedAvg natural
 # (one client per speaker). Two runs at a time, one thread each (benchmarks/study.py); records in $(RESULTS)/lm.
