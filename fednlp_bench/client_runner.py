@@ -107,12 +107,12 @@ class RowSparseRunner:
         return SparseUpdate(self.fast.delta())
 
 
-def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled: bool, plain_client: bool,
+def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled: bool, rows_exact: bool,
                   dense_only: list[str]) -> DenseRunner | RowSparseRunner:
     """The row-sparse runner where it is exact, else the dense one.
 
-    Exact when: the algorithm keeps the base client half (``plain_client``: FedAvg and the FedOpt
-    family), no component needs the dense update (``dense_only`` names those that do: update
+    Exact when: the algorithm's client half leaves rows nobody looked up alone (``rows_exact``:
+    FedAvg, the FedOpt family and FedProx; ``Algorithm.row_sparse_exact``), no component needs the dense update (``dense_only`` names those that do: update
     postprocessors, a non-default local loop, a robust aggregator), the client optimiser is AdamW
     without weight decay or AMSGrad (a fresh AdamW then leaves rows nobody looked up exactly
     unchanged) running the fused kernel (whose SIMD body / scalar tail split the sparse path
@@ -121,7 +121,7 @@ def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled:
     """
     dense = DenseRunner(local, global_params)
     spec = local.optimizer.spec
-    if not enabled or not plain_client or dense_only or spec.name != "adamw" or spec.weight_decay != 0.0:
+    if not enabled or not rows_exact or dense_only or spec.name != "adamw" or spec.weight_decay != 0.0:
         return dense
     tables = eligible_tables(local.model)
     if not tables:

@@ -126,7 +126,7 @@ class Simulator:
         if not local.plain_loop:
             dense_only.append("local training loop")
         self.runner = choose_runner(local, self.global_params, enabled=cfg.sparse_embeddings,
-                                    plain_client=algorithm.plain_client(), dense_only=dense_only)
+                                    rows_exact=algorithm.row_sparse_exact(), dense_only=dense_only)
         self._server_ready = False
 
     # ---- the worker's model, for callers that need it ---------------------------------

@@ -50,7 +50,8 @@ that reads ``module.weight`` directly), a hook on the weight notices it and the
 table is treated as dense for the rest of that client: still exact, only slower.
 
 The engine uses this path only where it is exact (``client_runner.choose_runner``): the
-algorithm keeps the base client half (FedAvg and the FedOpt family), no component needs the
+algorithm's client hooks leave rows nobody looked up alone (FedAvg, the FedOpt family and FedProx,
+whose proximal gradient is 0 on a row that still holds the broadcast), no component needs the
 dense update (update postprocessors such as DP, a non-default local loop, a robust
 aggregator), the client optimiser is the fused AdamW with ``fl.weight_decay == 0``;
 ``--set fl.sparse_embeddings=false`` turns it off.

@@ -99,15 +99,24 @@ def trained(sim: Simulator) -> Simulator:
     return sim
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fedadam"])
-def test_row_sparse_path_gives_the_dense_bits(algorithm):
-    fast, dense = trained(simulator(algorithm)), trained(simulator(algorithm, sparse=False))
+@pytest.mark.parametrize("algorithm, params", [("fedavg", {}), ("fedadam", {}), ("fedprox", {"mu": 0.5})])
+def test_row_sparse_path_gives_the_dense_bits(algorithm, params):
+    fast, dense = trained(simulator(algorithm, **params)), trained(simulator(algorithm, sparse=False, **params))
     assert fast.row_sparse is not None and dense.row_sparse is None
     assert fast.row_sparse.touched_rows()[0] not in (None, 0)  # the last client really went the sparse way
-    changed = (fast.global_params != simulator(algorithm).global_params).sum()
+    changed = (fast.global_params != simulator(algorithm, **params).global_params).sum()
     assert changed > 0  # training moved the weights
     assert torch.equal(fast.global_params, dense.global_params)
     assert fast.state.per_round == dense.state.per_round
+
+
+def test_fedprox_term_really_acts_on_the_sparse_path():
+    """The proximal gradient reaches the rows the sparse path trains: FedProx at mu 0.5 ends
+    elsewhere than FedAvg, on both paths alike (the test above), so the term is not skipped."""
+    prox, avg = trained(simulator("fedprox", mu=0.5)), trained(simulator("fedavg"))
+    assert prox.row_sparse is not None
+    vocab_rows = slice(0, VOCAB * 8)  # the word table comes first in the flat vector
+    assert not torch.equal(prox.global_params[vocab_rows], avg.global_params[vocab_rows])
 
 
 @pytest.mark.parametrize("dim, hidden", [(5, 7), (8, 5), (16, 10), (12, 3)])
@@ -142,14 +151,37 @@ def test_weight_read_outside_the_lookup_falls_back_to_dense_rows_exactly():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"algorithm": "fedprox", "mu": 0.1},  # client_loss hook: the proximal gradient is dense
-    {"algorithm": "scaffold"},  # after_client_step hook
+    {"algorithm": "scaffold"},  # after_client_step hook: the correction moves every row
     {"weight_decay": 0.01},  # decoupled decay moves every row
     {"sparse": False},
     {"vocab": MIN_ROWS - 1},  # no vocabulary-sized table
 ])
 def test_row_sparse_path_only_where_exact(kwargs):
     assert simulator(**kwargs).row_sparse is None
+
+
+def test_a_declared_hook_is_exact_only_on_the_class_that_declares_it():
+    from fednlp_bench.algorithms.fedprox import FedProx
+
+    class Plain(FedProx):  # inherits FedProx's declared client_loss
+        name = "plain_prox"
+
+    class NewLoss(FedProx):  # overrides client_loss again without declaring it
+        name = "new_loss"
+
+        def client_loss(self, ctx, loss):
+            return loss * 2
+
+    class Stepper(FedProx):  # another hook, undeclared
+        name = "stepper"
+
+        def after_client_step(self, ctx):
+            pass
+
+    assert get_algorithm("fedavg").row_sparse_exact() and get_algorithm("fedadam").row_sparse_exact()
+    assert FedProx.row_sparse_exact() and Plain.row_sparse_exact()
+    assert not NewLoss.row_sparse_exact() and not Stepper.row_sparse_exact()
+    assert not get_algorithm("scaffold").row_sparse_exact() and not get_algorithm("fednova").row_sparse_exact()
 
 
 def test_shared_tables_are_not_eligible():

@@ -160,6 +160,9 @@ class ClientContext:
         return steps, total / max(steps, 1)
 
 
+CLIENT_HOOKS = ("client_update", "client_loss", "after_client_step", "process_update")
+
+
 class Algorithm:
     """Base class of FL algorithms. Subclass, set ``name``/``HParams``, override hooks."""
 
@@ -174,6 +177,10 @@ class Algorithm:
     #: the local optimiser the paper's analysis assumes ("sgd"), if it assumes one; the record
     #: states the deviation when the run's ``fl.client_optimizer`` differs
     paper_client_optimizer: ClassVar[str | None] = None
+    #: client hooks this class overrides that keep every row no batch looked up exactly unchanged, so
+    #: the row-sparse client path stays exact (FedProx: its proximal gradient ``mu (w - w_global)`` is
+    #: exactly 0 on a row that still holds the broadcast); see :meth:`row_sparse_exact`
+    row_sparse_hooks: ClassVar[tuple[str, ...]] = ()
     #: number of clients in the population (SCAFFOLD's N); the engine sets it before
     #: :meth:`init_server`, ``None`` when the algorithm runs outside the engine
     n_clients: int | None = None
@@ -203,8 +210,19 @@ class Algorithm:
     def plain_client(cls) -> bool:
         """Whether the client half is the base one (no client hook overridden): plain local training
         whose update nothing but the engine touches, e.g. FedAvg and the FedOpt family."""
-        hooks = ("client_update", "client_loss", "after_client_step", "process_update")
-        return all(getattr(cls, h) is getattr(Algorithm, h) for h in hooks)
+        return all(getattr(cls, h) is getattr(Algorithm, h) for h in CLIENT_HOOKS)
+
+    @classmethod
+    def row_sparse_exact(cls) -> bool:
+        """Whether the engine's row-sparse client path (fednlp_bench/sparse_rows.py) gives this
+        algorithm's dense bits: every client hook is the base one or is listed in ``row_sparse_hooks``
+        of the class that defines it (so a subclass that overrides such a hook again is dense until it
+        declares the new one too)."""
+        for hook in CLIENT_HOOKS:
+            owner = next(k for k in cls.__mro__ if hook in vars(k))
+            if owner is not Algorithm and hook not in vars(owner).get("row_sparse_hooks", ()):
+                return False
+        return True
 
     @classmethod
     def check_hparams(cls, hparams: Any) -> None:

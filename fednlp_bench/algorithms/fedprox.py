@@ -9,6 +9,10 @@ is one fused ``(w - w_global)`` reduction and its gradient ``mu * (w - w_global)
 is added to the flat gradient buffer in one in-place operation during
 ``backward`` (see :class:`_ProximalTerm`). ``mu = 0`` reproduces FedAvg exactly.
 
+The term keeps the engine's row-sparse client path exact: a vocabulary row that no batch of the
+client has looked up still holds the broadcast, so its proximal gradient is exactly 0 and AdamW
+leaves it alone, as in the dense path (``row_sparse_hooks``; tests/test_sparse_rows.py).
+
 Example::
 
     fednlp-bench run --task tc --preset smoke --algorithm fedprox --set algorithm.mu=0.01
@@ -55,6 +59,7 @@ class FedProx(FedAvg):
     name = "fedprox"
     paper = "Li et al. 2020, Federated Optimization in Heterogeneous Networks"
     HParams = FedProxHParams
+    row_sparse_hooks = ("client_loss",)
 
     def client_loss(self, ctx: ClientContext, loss: torch.Tensor) -> torch.Tensor:
         return _ProximalTerm.apply(loss, ctx.params, ctx.global_params, ctx.grads, float(self.hparams.mu))
