@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fednlp_bench.algorithms import CENTRALIZED
+from fednlp_bench.errors import ConfigError
 from fednlp_bench.track import Track
 
 
@@ -80,6 +81,22 @@ def simple_table(track: Track, results_dir: Path) -> str:
             row.append(f"{_cell_text(values):>22}")
         lines.append(" ".join(row))
     return "\n".join(lines) + "\n"
+
+
+def partition_gap(cells: dict[tuple[str, str], dict[int, float]], algorithm: str, a: str,
+                  b: str) -> tuple[float, float | None, list[int]]:
+    """``algorithm`` on partition ``a`` minus on ``b``, paired by seed: mean, 95% t half-width, seeds.
+
+    Seed s of both cells shares the model initialisation and client sampling stream, so the
+    per-seed difference removes that source of noise (the partitions still differ by seed).
+    Only seeds present on both sides count.
+    """
+    left, right = cells.get((algorithm, a), {}), cells.get((algorithm, b), {})
+    seeds = sorted(set(left) & set(right))
+    if not seeds:
+        raise ConfigError(f"no seed has both {algorithm} / {a} and {algorithm} / {b} records")
+    mean, half = mean_ci([left[s] - right[s] for s in seeds])
+    return mean, half, seeds
 
 
 def _cell_text(values: list[float]) -> str:

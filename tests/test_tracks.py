@@ -206,6 +206,20 @@ def test_simple_table_is_the_mean_and_t_interval_of_the_newest_record_per_seed(t
     assert line.split()[1:] == ["0.7300", "±", f"{half:.4f}", "(3)"]
 
 
+def test_partition_gap_pairs_seeds_and_uses_the_t_interval():
+    from fednlp_bench.suite_summary import partition_gap
+
+    # per-seed differences 0.20, 0.24, 0.25 (seed 3 only on one side: left out): mean 0.23 and the
+    # hand-computed interval of test_mean_ci_matches_a_hand_computed_t_interval
+    cells = {("fedavg", "iid"): {0: 0.90, 1: 0.94, 2: 0.95, 3: 0.99},
+             ("fedavg", "dir0.1"): {0: 0.70, 1: 0.70, 2: 0.70}}
+    mean, half, seeds = partition_gap(cells, "fedavg", "iid", "dir0.1")
+    assert seeds == [0, 1, 2] and math.isclose(mean, 0.23, rel_tol=1e-12)
+    assert math.isclose(half, 4.302652729911275 * math.sqrt(0.0007) / math.sqrt(3), rel_tol=1e-9)
+    with pytest.raises(ConfigError, match="no seed has both fedavg / iid and fedavg / natural"):
+        partition_gap(cells, "fedavg", "iid", "natural")
+
+
 # --------------------------------------------------------------------------- test split never read
 def _poison_test_labels(monkeypatch):
     """Every test row gets a wrong label: any score computed on test changes."""
