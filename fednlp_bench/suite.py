@@ -13,11 +13,13 @@ leaves only finished cells behind and the next invocation runs exactly the missi
 On a dirty tree the commit cannot tell two edits apart: commit before a run you publish.
 
 Cells are independent, so ``--jobs N`` runs N at once (in N worker processes with
-``threads = cores / N``, each running cell after cell) and a cluster can run them as separate jobs (``--cell INDEX``, e.g.
-one Slurm array task per cell, all writing to one shared results folder).
+``threads = cores / N``, each running cell after cell) and a cluster can run them as separate
+jobs (``--cell INDEX``, e.g. one Slurm array task per cell, all writing to one shared results
+folder).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -28,7 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fednlp_bench import provenance, tuning
 from fednlp_bench.algorithms import CENTRALIZED
@@ -274,7 +276,7 @@ def serve_cells(planned: list[Planned], logs: Path) -> None:
     by_index = {p.index: p for p in planned}
     for line in sys.stdin:
         index = int(line)
-        with open(logs / f"cell-{index}.log", "w") as fh, _redirect_fds(fh.fileno()):
+        with open(logs / f"cell-{index}.log", "w") as fh, _output_to(fh.fileno()):
             try:
                 run_one(by_index[index])
                 answer = f"ok {index}"
@@ -284,22 +286,19 @@ def serve_cells(planned: list[Planned], logs: Path) -> None:
         reply.write(answer + "\n")
 
 
-class _redirect_fds:
-    """Point fds 1 and 2 (and Python's sys.stdout/stderr) at ``fd`` for the duration."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __enter__(self) -> None:
+@contextlib.contextmanager
+def _output_to(fd: int) -> Iterator[None]:
+    """Point fds 1 and 2 (so Python's sys.stdout/stderr and any C library output) at ``fd``."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    try:
+        yield
+    finally:
         sys.stdout.flush(), sys.stderr.flush()
-        self.saved = (os.dup(1), os.dup(2))
-        os.dup2(self.fd, 1), os.dup2(self.fd, 2)
-
-    def __exit__(self, *exc: object) -> None:
-        sys.stdout.flush(), sys.stderr.flush()
-        for target, saved in zip((1, 2), self.saved):
-            os.dup2(saved, target)
-            os.close(saved)
+        for target, old in zip((1, 2), saved):
+            os.dup2(old, target)
+            os.close(old)
 
 
 def _run_parallel(todo: list[Planned], opts: Options, child_args: list[str], bar: Any, report: Report) -> None:
@@ -315,12 +314,9 @@ def _run_parallel(todo: list[Planned], opts: Options, child_args: list[str], bar
         with lock:
             return queue.pop(0) if queue and not failures else None
 
-    def drive(slot: int) -> None:
-        p = next_cell()
-        if p is None:
-            return
-        worker = _Worker(_worker_command(opts, child_args), logs / f"worker-{slot}.log")
+    def drive(worker: _Worker) -> None:
         try:
+            p = next_cell()
             while p is not None:
                 cell_log = logs / f"cell-{p.index}.log"
                 error = worker.run(p, cell_log)
@@ -330,13 +326,15 @@ def _run_parallel(todo: list[Planned], opts: Options, child_args: list[str], bar
                         bar.update(1)
                     else:
                         failures.append(f"cell {p.index} ({p.cell.label}) failed: {error} (log: {cell_log})")
-                if error is not None and worker.proc.poll() is not None:
-                    return
-                p = next_cell()
+                p = next_cell()  # None once any cell failed
         finally:
             worker.close()
 
-    threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in range(min(opts.jobs, len(todo)))]
+    # workers start here, in the main thread: forking from the driver threads would run
+    # ``preexec_fn`` in a child forked while another thread may hold a lock
+    workers = [_Worker(_worker_command(opts, child_args), logs / f"worker-{slot}.log")
+               for slot in range(min(opts.jobs, len(todo)))]
+    threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in workers]
     for t in threads:
         t.start()
     for t in threads:
