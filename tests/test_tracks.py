@@ -19,6 +19,7 @@ from fednlp_bench import suite, tuning
 from fednlp_bench import track as tracks
 from fednlp_bench.cli import main
 from fednlp_bench.errors import ConfigError
+from fednlp_bench.leaderboard.verify import compare
 from fednlp_bench.suite_summary import mean_ci
 
 TINY = """\
@@ -324,21 +325,8 @@ def test_budget_fairness_section_reaches_every_cell_and_unknown_sections_are_ref
         tracks.load(str(bad))
 
 
-def _untimed(value):
-    """``value`` without wall-clock fields (``seconds``, ``*_seconds``), which no two runs share."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k != "seconds" and not k.endswith("_seconds")}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
-def _metrics(results: Path) -> dict[int, dict]:
-    out = {}
-    for path in results.glob("*.json"):
-        rec = json.loads(path.read_text())
-        out[rec["seed"]] = _untimed(rec["metrics"])
-    return out
+def _records_by_seed(results: Path) -> dict[int, dict]:
+    return {rec["seed"]: rec for rec in (json.loads(p.read_text()) for p in results.glob("*.json"))}
 
 
 def test_parallel_workers_give_the_records_of_cells_run_alone(tiny_track, tmp_path):
@@ -357,10 +345,13 @@ def test_parallel_workers_give_the_records_of_cells_run_alone(tiny_track, tmp_pa
     single = subprocess.run([*base, "--results-dir", str(alone), "--cell", "2"], env=env, capture_output=True,
                             text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
-    pooled_m, alone_m = _metrics(pooled), _metrics(alone)
-    assert sorted(pooled_m) == [0, 1, 2] and list(alone_m) == [2]
-    assert pooled_m[2] == alone_m[2]
-    assert pooled_m[0]["final"] != pooled_m[2]["final"]  # different seeds really are different runs
+    pooled_r, alone_r = _records_by_seed(pooled), _records_by_seed(alone)
+    assert sorted(pooled_r) == [0, 1, 2] and list(alone_r) == [2]
+    # `fednlp-bench verify`'s comparison (partition, fl, metrics, privacy and audit sections; timings
+    # excluded), here with zero tolerance: the same bits
+    n, diffs = compare(alone_r[2], pooled_r[2], atol=0.0, rtol=0.0)
+    assert n > 50 and not diffs, diffs[:5]
+    assert pooled_r[0]["metrics"]["final"] != pooled_r[2]["metrics"]["final"]  # different seeds differ
 
 
 def test_a_failing_cell_in_a_worker_stops_the_suite_with_its_error(tiny_track, tmp_path, capsys):
