@@ -112,12 +112,12 @@ def choose_runner(local: LocalTraining, global_params: torch.Tensor, *, enabled:
     """The row-sparse runner where it is exact, else the dense one.
 
     Exact when: the algorithm's client half leaves rows nobody looked up alone (``rows_exact``:
-    FedAvg, the FedOpt family and FedProx; ``Algorithm.row_sparse_exact``), no component needs the dense update (``dense_only`` names those that do: update
-    postprocessors, a non-default local loop, a robust aggregator), the client optimiser is AdamW
-    without weight decay or AMSGrad (a fresh AdamW then leaves rows nobody looked up exactly
-    unchanged) running the fused kernel (whose SIMD body / scalar tail split the sparse path
-    reproduces), and the model has embedding tables of at least ``sparse_rows.MIN_ROWS`` rows that
-    no other module shares.
+    FedAvg, the FedOpt family and FedProx; ``Algorithm.row_sparse_exact``), no component needs the
+    dense update (``dense_only`` names those that do: update postprocessors, a non-default local
+    loop, a robust aggregator), the client optimiser is AdamW without weight decay or AMSGrad (a
+    fresh AdamW then leaves rows nobody looked up exactly unchanged) running the fused kernel (whose
+    SIMD body / scalar tail split the sparse path reproduces), and the model has embedding tables of
+    at least ``sparse_rows.MIN_ROWS`` rows that no other module shares.
     """
     dense = DenseRunner(local, global_params)
     spec = local.optimizer.spec

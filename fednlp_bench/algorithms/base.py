@@ -207,12 +207,6 @@ class Algorithm:
         return hparams.search_space(cls.HParams)
 
     @classmethod
-    def plain_client(cls) -> bool:
-        """Whether the client half is the base one (no client hook overridden): plain local training
-        whose update nothing but the engine touches, e.g. FedAvg and the FedOpt family."""
-        return all(getattr(cls, h) is getattr(Algorithm, h) for h in CLIENT_HOOKS)
-
-    @classmethod
     def row_sparse_exact(cls) -> bool:
         """Whether the engine's row-sparse client path (fednlp_bench/sparse_rows.py) gives this
         algorithm's dense bits: every client hook is the base one or is listed in ``row_sparse_hooks``

@@ -66,8 +66,8 @@ class FedProx(FedAvg):
     def client_loss(self, ctx: ClientContext, loss: torch.Tensor) -> torch.Tensor:
         # one model-sized buffer for ``w - w_global``, reused every step: a fresh 70 MB tensor per step
         # costs more in page faults than the arithmetic (2-3x the term's time on a CPU)
-        if self._scratch is None or self._scratch.shape != ctx.params.shape or self._scratch.device != ctx.params.device \
-                or self._scratch.dtype != ctx.params.dtype:
-            self._scratch = torch.empty_like(ctx.params)
+        s, p = self._scratch, ctx.params
+        if s is None or (s.shape, s.dtype, s.device) != (p.shape, p.dtype, p.device):
+            self._scratch = torch.empty_like(p)
         return _ProximalTerm.apply(loss, ctx.params, ctx.global_params, ctx.grads, float(self.hparams.mu),
                                    self._scratch)
