@@ -122,6 +122,46 @@ def test_cda_adds_swapped_copies_to_the_same_client_only():
         augment(tasks.get("qa"), ds, data, clients, TOK, 32)
 
 
+def test_cda_copies_reach_the_batches_of_the_client_that_made_them(tiny_overrides):
+    """The wiring of a real run (run.build), not just augment(): every client's local epoch covers its own
+    rows and its own swapped copies exactly once, and a copy's tokens are its original's swapped text."""
+    from fednlp_bench import algorithms
+    from fednlp_bench.audit.counterfactual import swap_gender
+    from fednlp_bench.run import build
+    from fednlp_bench.world import World
+
+    cfg = config.resolve("tc", "smoke", tiny_overrides("threads=1", "model.name=minilm-l3", "fairness.cda=true",
+                                                       "data.max_train=61", "partition.n_clients=3",
+                                                       "fl.clients_per_round=3", "fl.rounds=1", "fl.batch_size=5"))
+    parts = build(cfg, algorithms.get("fedavg")(), World(), torch.device("cpu"))
+    sim, texts = parts.trainer, parts.prep.dsd["train"].data.column("text").to_pylist()
+    n_orig = len(texts)
+    seen, context = {}, sim.local.context
+
+    def record(client, round, n_examples, row_batches, *args, **kwargs):
+        seen[client] = [np.asarray(b).copy() for b in row_batches]
+        return context(client, round, n_examples, seen[client], *args, **kwargs)
+
+    sim.local.context = record
+    sim.start_server()
+    sim.run_round(1)
+    assert sorted(seen) == [0, 1, 2] and len(sim.local.train_data) == n_orig + parts.cda.sections[("fl", "cda")][
+        "copies"]
+    n_copies = 0
+    for c, batches in seen.items():
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == sorted(parts.data.client_train[c].tolist())  # each row once, copies too
+        own = [i for i in parts.data.client_train[c] if i < n_orig]
+        swapped = [swap_gender(texts[i])[0] for i in own if swap_gender(texts[i])[1] > 0]
+        copies = [i for i in parts.data.client_train[c] if i >= n_orig]  # appended in the client's row order
+        assert len(copies) == len(swapped)
+        for row, text in zip(copies, swapped):
+            ids = sim.local.train_data.ragged["input_ids"].get(row)
+            assert ids.tolist() == TOK(text, truncation=True, max_length=cfg.data.max_len)["input_ids"]
+        n_copies += len(copies)
+    assert n_copies > 0
+
+
 # --------------------------------------------------------------------------- capability gates
 def test_options_are_gated_by_task_capabilities():
     from fednlp_bench.run import validate_up_front
