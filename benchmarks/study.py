@@ -13,7 +13,10 @@ Studies (``STUDIES``):
 * ``sampling_tc`` - the same grid on text classification (healthtweets, natural: 16 agencies);
 * ``canary_tc`` / ``canary_lm`` - canary extraction by model inversion for repetition counts
   1, 4, 16 and, at 16, with user-level DP, sample-level DP and dropout 0.3;
-* ``fairness_tc`` / ``fairness_lm`` - counterfactual data augmentation off and on.
+* ``fairness_tc`` / ``fairness_lm`` - counterfactual data augmentation off and on;
+* ``fairness_tc_cue`` - the same on a copy of BBC News whose training labels correlate with gender
+  by construction (:func:`gender_cue_data`): a controlled check that CDA removes a bias that
+  is there, which BBC's topic labels, with almost no gender signal, cannot show.
 
 Every run is ``fednlp-bench run`` in a subprocess (``--set threads=1``, ``--jobs`` at a time),
 its record in ``<results>/<setting>/seed<k>/``; a setting/seed that already has a record is
@@ -60,6 +63,45 @@ class Study:
     metrics: dict[str, str]
     seeds: tuple[int, ...] = (0, 1, 2)
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    data: Callable[[Path], list[str]] | None = None  # writes the study's data under results, returns run options
+
+
+# The gender cue of fairness_tc_cue: a sentence put before every article. In training it says "He" for
+# sport and politics and "She" for business, entertainment and tech with probability CUE_P (the
+# opposite otherwise); in test it is drawn 50/50 whatever the label. A model that reads the cue gains
+# on training data, loses on test, and changes its answer when the probe swaps he <-> she.
+CUE_CLASSES = ("politics", "sports")
+CUE_P = 0.9
+CUE = "{} wrote this report."
+
+
+def gender_cue_data(results: Path) -> list[str]:
+    """BBC News with a gender cue correlated with the label in train only: ``<results>/data/{train,test}.jsonl``.
+
+    Split 80/20 and cue drawn with seed 0, so every seed and setting of the study sees the same files.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tasks.text_classification import _bbc
+
+    texts, labels, _ = _bbc()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(texts))
+    n_test = len(texts) // 5
+    out = results / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, idx in (("test", order[:n_test]), ("train", order[n_test:])):
+        lines = []
+        for i in np.sort(idx):
+            if split == "train":
+                male = (labels[i] in CUE_CLASSES) == (rng.random() < CUE_P)
+            else:
+                male = rng.random() < 0.5
+            lines.append(json.dumps({"text": f"{CUE.format('He' if male else 'She')} {texts[i]}",
+                                     "label": labels[i]}))
+        tmp = out / f".{split}.jsonl.tmp"
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(out / f"{split}.jsonl")
+    return ["--dataset", str(out)]
 
 
 _SAMPLING_LM = ["--task", "lm", "--preset", "quick", "--partition", "natural", "--set", "partition.n_clients=0",
@@ -135,6 +177,12 @@ STUDIES: dict[str, Study] = {
                           "pred. sensitivity": "metrics.prediction_sensitivity.accumulated",
                           "SEAT |d|": "metrics.intrinsic_bias.mean_abs_effect_size"},
                          pairs=[("cda on", "cda off")]),
+    "fairness_tc_cue": Study([*_FAIRNESS_TC, *_INTRINSIC, "--set", "fairness.sensitivity=true"], _FAIRNESS,
+                             {"accuracy": "metrics.final.accuracy", "flip rate": "metrics.counterfactual.flip_rate",
+                              "mean |dp|": "metrics.counterfactual.mean_abs_delta_prob",
+                              "pred. sensitivity": "metrics.prediction_sensitivity.accumulated",
+                              "SEAT |d|": "metrics.intrinsic_bias.mean_abs_effect_size"},
+                             pairs=[("cda on", "cda off")], data=gender_cue_data),
     "fairness_lm": Study([*_FAIRNESS_LM, *_INTRINSIC], _FAIRNESS,
                          {"accuracy": "metrics.final.accuracy", "perplexity": "metrics.final.perplexity",
                           "|LL gap|": "metrics.counterfactual.mean_abs_ll_gap",
@@ -148,12 +196,12 @@ def slug(setting: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in setting).strip("_")
 
 
-def run_one(study: Study, setting: str, seed: int, results: Path) -> tuple[str, int, float, int]:
+def run_one(study: Study, setting: str, seed: int, results: Path, data: list[str]) -> tuple[str, int, float, int]:
     out = results / slug(setting) / f"seed{seed}"
     if any(out.glob("*.json")):
         return setting, seed, 0.0, 0
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN), "run", *study.base, *study.settings[setting], "--seed", str(seed), "--results-dir", str(out),
+    cmd = [str(BIN), "run", *study.base, *data, *study.settings[setting], "--seed", str(seed), "--results-dir", str(out),
            "--set", "threads=1", "--wandb", "disabled", "--no-progress"]
     t0 = time.perf_counter()
     with open(out / "run.log", "w") as log:
@@ -170,8 +218,9 @@ def run(name: str, results: Path, jobs: int, seeds: tuple[int, ...] | None,
         raise SystemExit(f"study {name} has no setting {unknown[0]!r} (settings: {', '.join(study.settings)})")
     todo = [(s, k) for k in (seeds or study.seeds) for s in study.settings if not settings or s in settings]
     failed = 0
+    data = study.data(results) if study.data else []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for setting, seed, secs, rc in pool.map(lambda a: run_one(study, a[0], a[1], results), todo):
+        for setting, seed, secs, rc in pool.map(lambda a: run_one(study, a[0], a[1], results, data), todo):
             print(f"{name}: {setting} seed {seed}: {'ok' if rc == 0 else f'FAILED (rc {rc})'} in {secs:.0f} s",
                   flush=True)
             failed += rc != 0
