@@ -173,6 +173,19 @@ class ModelConfig(Checked):
             raise ConfigError(f"model.ia3_feedforward must be a subset of model.ia3_targets; {stray} are not targets")
 # --- end model ---------------------------------------------------------------------------------
 
+#: top-level keys that say where and how a run ran, not what it computed (so not part of its identity)
+VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
+
+
+def stable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a :meth:`RunConfig.to_dict`) without what does not change the results: the
+    :data:`VOLATILE` keys and ``fl.checkpoint_every``. Two runs with equal stable configs compute the
+    same thing; the checkpoint folder and the suite's cell identity are keyed by it."""
+    stable = {k: v for k, v in config.items() if k not in VOLATILE}
+    if isinstance(stable.get("fl"), dict):
+        stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}
+    return stable
+
 
 @dataclass
 class RunConfig(Checked):

@@ -49,7 +49,7 @@ from fednlp_bench.callbacks import (
 )
 from fednlp_bench.centralized import CentralizedTrainer, centralized_plan, fl_examples
 from fednlp_bench.client_data import client_data
-from fednlp_bench.config import ConfigError, RunConfig
+from fednlp_bench.config import ConfigError, RunConfig, stable_config
 from fednlp_bench.engine import EngineConfig, RunError, Simulator
 from fednlp_bench.evaluation import Evaluator
 from fednlp_bench.io_utils import atomic_write_json
@@ -239,14 +239,9 @@ def assemble_data(cfg: RunConfig, prep: Prepared, centralized: bool) -> RunData:
 
 
 # --------------------------------------------------------------------------- names and places
-_VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
-
-
 def checkpoint_dir(cfg: RunConfig) -> Path:
     """Where this configuration's checkpoint lives: keyed by everything that affects results."""
-    stable = {k: v for k, v in cfg.to_dict().items() if k not in _VOLATILE}
-    stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}
-    name = f"{cfg.task}-{cfg.algorithm.name.replace('/', '_')}-{fingerprint(stable)}"
+    name = f"{cfg.task}-{cfg.algorithm.name.replace('/', '_')}-{fingerprint(stable_config(cfg.to_dict()))}"
     return Path(cfg.results_dir) / "checkpoints" / name
 
 

@@ -34,14 +34,11 @@ from typing import Any, Iterator
 
 from fednlp_bench import provenance, tuning
 from fednlp_bench.algorithms import CENTRALIZED
-from fednlp_bench.config import RunConfig
+from fednlp_bench.config import RunConfig, stable_config
 from fednlp_bench.errors import ConfigError, RunError
 from fednlp_bench.track import Track
 
 log = logging.getLogger(__name__)
-
-# configuration keys that say where and how a run ran, not what it computed (as run.checkpoint_dir)
-VOLATILE = ("results_dir", "wandb", "progress", "resume", "device", "threads")
 
 
 @dataclass(frozen=True)
@@ -119,10 +116,8 @@ def cell_config(track: Track, cell: Cell, opts: Options) -> tuple[RunConfig, dic
 
 def identity(config: dict[str, Any], track: Any, tuned: Any, code: dict[str, Any]) -> str:
     """What makes two runs the same cell: stable config (seed included), track, tuning and code."""
-    stable = {k: v for k, v in config.items() if k not in VOLATILE}
-    if isinstance(stable.get("fl"), dict):
-        stable["fl"] = {k: v for k, v in stable["fl"].items() if k != "checkpoint_every"}
-    return json.dumps({"config": stable, "track": track, "tuning": tuned, "code": code}, sort_keys=True, default=str)
+    return json.dumps({"config": stable_config(config), "track": track, "tuning": tuned, "code": code},
+                      sort_keys=True, default=str)
 
 
 def current_code(cfg: RunConfig) -> dict[str, Any]:

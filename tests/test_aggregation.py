@@ -8,7 +8,7 @@ import torch
 
 from fednlp_bench import config
 from fednlp_bench.aggregation import CoordinateMedian, TrimmedMean, WeightedMean, make_aggregator
-from fednlp_bench.algorithms import Algorithm, ClientResult
+from fednlp_bench.algorithms import Algorithm
 from fednlp_bench.algorithms.harness import tiny_simulator
 from fednlp_bench.client_runner import ClientUpdate
 from fednlp_bench.world import World

@@ -1,6 +1,5 @@
 """Reliability: kill -9 and resume, failing clients dropped, nothing half-written."""
 import json
-import os
 import signal
 import subprocess
 import sys

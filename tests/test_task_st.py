@@ -6,7 +6,7 @@ import pytest
 
 from fednlp_bench import tasks
 from fednlp_bench import config, record
-from fednlp_bench.batching import Ragged, TokenizedData
+from fednlp_bench.batching import Ragged
 from fednlp_bench.models import load_tokenizer
 from fednlp_bench.run import run
 from fednlp_bench.tasks.sequence_tagging import align_labels, entity_scores, entity_type_sets, read_conll
