@@ -49,7 +49,7 @@ ALGORITHM = "fedavg"
 METHODS = ("full", "lora", "prefix", "prompt", "ia3", "bitfit", "head")
 PARTITIONS = ("iid", "dir0.1")
 #: client-lr grid of every PEFT method (full fine-tuning uses the track's own client lr)
-PEFT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+PEFT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 #: client lr of part (c)'s timing on the quick preset (a speed measurement: the rate does not change the cost)
 TIMING_LR = {"full": 1e-4, "lora": 1e-2}
 
