@@ -55,8 +55,8 @@ TIMING_LR = {"full": 1e-4, "lora": 1e-2}
 
 DP_EPSILONS = (1.0, 4.0, 8.0, None)  # None: clipping only, no noise (epsilon = inf)
 DP_DELTA = 1e-5
-DP_SETTINGS = [  # 16 tweets per client: one local epoch = 2 steps of 8
-    "data.max_train=16000", "data.max_test=1000", "data.max_len=32",
+DP_SETTINGS = [  # 16 tweets per client: one local epoch = 2 steps of 8; validation: 300 of the held-out 10%
+    "data.max_train=16000", "data.max_test=1000", "data.max_val=300", "data.max_len=32",
     "partition.n_clients=1000", "fl.clients_per_round=100", "fl.rounds=5", "fl.local_epochs=1",
     "fl.batch_size=8", "fl.eval_every=5", "privacy.user_level=true", f"privacy.delta={DP_DELTA}",
 ]
