@@ -88,6 +88,7 @@ bench-sampling: install
 # Fairness with and without counterfactual data augmentation on the clients, tc and lm, 3 seeds each.
 bench-fairness: install
 	$(STUDY) fairness_tc --results $(RESULTS)/fairness_tc --jobs 2
+	$(STUDY) fairness_tc_cue --results $(RESULTS)/fairness_tc_cue --jobs 2
 	$(STUDY) fairness_lm --results $(RESULTS)/fairness_lm --jobs 2
 
 # Peer frameworks (Flower simulation, flwr-datasets) live in their own venv: they pin packages
