@@ -241,6 +241,21 @@ def table_b(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_b(runs: list[dict]) -> str:
+    """LoRA minus full fine-tuning at each epsilon, paired by seed (same clients, cohorts and noise seed)."""
+    lines = ["| target epsilon | LoRA - full, mean ± 95% CI | seeds | separated from 0? |", "|---|---|---|---|"]
+    for eps in DP_EPSILONS:
+        full = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, method="full", epsilon=eps)}
+        lora = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, method="lora", epsilon=eps)}
+        seeds = sorted(set(full) & set(lora))
+        if len(seeds) < 2:
+            continue
+        m, h = mean_ci([lora[s] - full[s] for s in seeds])
+        lines.append(f"| {'inf (clip only)' if eps is None else f'{eps:g}'} | {m:+.3f} ± {h:.3f} | {len(seeds)} "
+                     f"| {'yes' if abs(m) > h else 'no'} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- parts
 def _track():
     from fednlp_bench import track as tracks
@@ -381,7 +396,8 @@ def main() -> None:
         print(f"\n(a) {TRACK} track, FedAvg\n" + table_a(a_runs, lrs) + "\n\n" + paired_a(a_runs), flush=True)
     if "b" in args.parts:
         b_runs = part_b(args)
-        print("\n(b) DP-FedAvg, health tweets, 1,000 clients, 100 per round\n" + table_b(b_runs), flush=True)
+        print("\n(b) DP-FedAvg, health tweets, 1,000 clients, 100 per round\n" + table_b(b_runs) + "\n\n"
+              + paired_b(b_runs), flush=True)
     if "c" in args.parts:
         print("\n(c) floors\n" + part_c(args, a_runs), flush=True)
     print(f"\nbench-peft wall time: {time.perf_counter() - t0:.0f} s", flush=True)
