@@ -256,6 +256,30 @@ def paired_b(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_b(runs: list[dict], path: Path) -> Path:
+    """The privacy-utility curve of part (b): accuracy (mean, 95% t interval) against epsilon, per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = list(range(len(DP_EPSILONS)))
+    for offset, method in ((-0.06, "full"), (0.06, "lora")):
+        stats = [mean_ci([_acc(r) for r in _cell(runs, method=method, epsilon=eps)] or [math.nan])
+                 for eps in DP_EPSILONS]
+        ax.errorbar([x + offset for x in xs], [m for m, _ in stats], yerr=[0 if math.isnan(h) else h for _, h in stats],
+                    marker="o", capsize=3, label=method)
+    ax.set_xticks(xs, ["inf (clip only)" if e is None else f"{e:g}" for e in DP_EPSILONS])
+    ax.set_xlabel(f"user-level epsilon (delta {DP_DELTA:g})")
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_title("DP-FedAvg, 1,000 clients, 100 per round", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 # --------------------------------------------------------------------------- parts
 def _track():
     from fednlp_bench import track as tracks
@@ -398,6 +422,7 @@ def main() -> None:
         b_runs = part_b(args)
         print("\n(b) DP-FedAvg, health tweets, 1,000 clients, 100 per round\n" + table_b(b_runs) + "\n\n"
               + paired_b(b_runs), flush=True)
+        print(f"privacy-utility curve: {plot_b(b_runs, Path(args.out) / 'b-privacy-utility.png')}")
     if "c" in args.parts:
         print("\n(c) floors\n" + part_c(args, a_runs), flush=True)
     print(f"\nbench-peft wall time: {time.perf_counter() - t0:.0f} s", flush=True)
