@@ -80,8 +80,7 @@ def gender_cue_data(results: Path) -> list[str]:
 
     Split 80/20 and cue drawn with seed 0, so every seed and setting of the study sees the same files.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tasks.text_classification import _bbc
+    from fednlp_bench.tasks.text_classification import _bbc
 
     texts, labels, _ = _bbc()
     rng = np.random.default_rng(0)
