@@ -198,19 +198,26 @@ def table_a(runs: list[dict], lrs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def paired_cell(runs: list[dict], base: dict, other: dict) -> str | None:
+    """``| mean ± CI | seeds | separated? |`` of ``other`` minus ``base`` (spec matches), paired by seed;
+    ``None`` below two common seeds."""
+    a = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, **base)}
+    b = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, **other)}
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    m, h = mean_ci([b[s] - a[s] for s in seeds])
+    return f"{m:+.3f} ± {h:.3f} | {len(seeds)} | {'yes' if abs(m) > h else 'no'} |"
+
+
 def paired_a(runs: list[dict]) -> str:
     """Each method minus full fine-tuning, paired by seed (same partition, same client sample)."""
     lines = ["| partition | difference | mean ± 95% CI | seeds | separated from 0? |", "|---|---|---|---|---|"]
     for part in PARTITIONS:
-        full = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, partition=part, method="full")}
         for method in METHODS[1:]:
-            other = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, partition=part, method=method)}
-            seeds = sorted(set(full) & set(other))
-            if len(seeds) < 2:
-                continue
-            m, h = mean_ci([other[s] - full[s] for s in seeds])
-            lines.append(f"| {part} | {method} - full | {m:+.3f} ± {h:.3f} | {len(seeds)} "
-                         f"| {'yes' if abs(m) > h else 'no'} |")
+            cell = paired_cell(runs, {"partition": part, "method": "full"}, {"partition": part, "method": method})
+            if cell:
+                lines.append(f"| {part} | {method} - full | {cell}")
     return "\n".join(lines)
 
 
@@ -236,7 +243,8 @@ def table_b(runs: list[dict]) -> str:
             user = cell[0]["record"]["privacy"]["user_level"]
             eps_text = "inf (clip only)" if eps is None else f"{eps:g} (accounted {user['epsilon']:.2f})"
             spec = cell[0]["spec"]
-            lines.append(f"| {method} | {spec['lr']:g} | {spec['clip']:g} | {eps_text} | {user['noise_multiplier']:.3f} "
+            lines.append(f"| {method} | {spec['lr']:g} | {spec['clip']:g} | {eps_text} "
+                         f"| {user['noise_multiplier']:.3f} "
                          f"| {m:.3f} ± {h:.3f} | {len(cell)} | {', '.join(f'{a:.3f}' for a in accs)} |")
     return "\n".join(lines)
 
@@ -245,14 +253,9 @@ def paired_b(runs: list[dict]) -> str:
     """LoRA minus full fine-tuning at each epsilon, paired by seed (same clients, cohorts and noise seed)."""
     lines = ["| target epsilon | LoRA - full, mean ± 95% CI | seeds | separated from 0? |", "|---|---|---|---|"]
     for eps in DP_EPSILONS:
-        full = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, method="full", epsilon=eps)}
-        lora = {r["spec"]["seed"]: _acc(r) for r in _cell(runs, method="lora", epsilon=eps)}
-        seeds = sorted(set(full) & set(lora))
-        if len(seeds) < 2:
-            continue
-        m, h = mean_ci([lora[s] - full[s] for s in seeds])
-        lines.append(f"| {'inf (clip only)' if eps is None else f'{eps:g}'} | {m:+.3f} ± {h:.3f} | {len(seeds)} "
-                     f"| {'yes' if abs(m) > h else 'no'} |")
+        cell = paired_cell(runs, {"method": "full", "epsilon": eps}, {"method": "lora", "epsilon": eps})
+        if cell:
+            lines.append(f"| {'inf (clip only)' if eps is None else f'{eps:g}'} | {cell}")
     return "\n".join(lines)
 
 
@@ -378,7 +381,8 @@ def part_c(args, a_runs: list[dict]) -> str:
         bf = full[0]["record"]["cost"]["bytes_up_per_round"]
         bl = lora[0]["record"]["cost"]["bytes_up_per_round"]
         lines.append(f"bytes up per round on the tc track (all clients; down is the same): full {_mb(bf)}, LoRA "
-                     f"{_mb(bl)} -> LoRA / full = **{bl / bf:.4%}** (floor <= 2%: {'met' if bl / bf <= 0.02 else 'NOT met'})")
+                     f"{_mb(bl)} -> LoRA / full = **{bl / bf:.4%}** "
+                     f"(floor <= 2%: {'met' if bl / bf <= 0.02 else 'NOT met'})")
     return "\n".join(lines)
 
 
@@ -416,7 +420,8 @@ def main() -> None:
     a_runs: list[dict] = []
     if "a" in args.parts:
         a_runs, lrs, docs = part_a(args)
-        print(f"\n(a) client lr chosen on validation ({TRACK} track tuning partition and seeds)\n" + table_tuning(docs, args.lrs))
+        print(f"\n(a) client lr chosen on validation ({TRACK} track tuning partition and seeds)\n"
+              + table_tuning(docs, args.lrs))
         print(f"\n(a) {TRACK} track, FedAvg\n" + table_a(a_runs, lrs) + "\n\n" + paired_a(a_runs), flush=True)
     if "b" in args.parts:
         b_runs = part_b(args)

@@ -202,8 +202,8 @@ def run_one(study: Study, setting: str, seed: int, results: Path, data: list[str
     if any(out.glob("*.json")):
         return setting, seed, 0.0, 0
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN), "run", *study.base, *data, *study.settings[setting], "--seed", str(seed), "--results-dir", str(out),
-           "--set", "threads=1", "--wandb", "disabled", "--no-progress"]
+    cmd = [str(BIN), "run", *study.base, *data, *study.settings[setting], "--seed", str(seed),
+           "--results-dir", str(out), "--set", "threads=1", "--wandb", "disabled", "--no-progress"]
     t0 = time.perf_counter()
     with open(out / "run.log", "w") as log:
         rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
