@@ -217,6 +217,29 @@ def test_dp_rows_are_a_separate_unranked_table_with_epsilon_mia_and_flip_rate(tm
     assert any(p.name.startswith("privacy-") for p in (tmp_path / "board" / "plots").iterdir())
 
 
+def test_canary_inversion_column_shows_the_best_methods_digit_accuracy(tmp_path):
+    recs = []
+    for seed, methods in enumerate([{"greedy": {"per_digit_accuracy": 0.5}, "beam": {"per_digit_accuracy": 0.625}},
+                                    {"relaxed_onehot": {"per_digit_accuracy": 0.225, "reconstruction_rate": 0.0}},
+                                    {"greedy": {"per_digit_accuracy": "0.9"}, "beam": ["not", "a", "method"]}]):
+        rec = make_record(seed=seed, value=0.5)
+        rec["audit"] = {"canary_inversion": {"methods": methods}}
+        recs.append(rec)
+    plain = make_record(seed=0, value=0.5)
+    plain["algorithm"]["name"] = "fedprox"
+    (table,) = make_tables(loaded(*recs, plain))
+    inverted = next(r for r in table.rows if r.algorithm == "fedavg")
+    # per seed the best method: 0.625 and 0.225; the third seed has no numeric value and is left out
+    assert inverted.probes["canary_digits"] == pytest.approx((0.625 + 0.225) / 2)
+    assert next(r for r in table.rows if r.algorithm == "fedprox").probes["canary_digits"] is None
+    results = tmp_path / "results"
+    for i, rec in enumerate([*recs, plain]):
+        write_record(results, rec, f"r{i}.json")
+    build([results], tmp_path / "board")
+    md = (tmp_path / "board" / "README.md").read_text()
+    assert "Canary digits" in md and "0.4250" in md
+
+
 def test_table_key_separates_every_setting_that_changes_the_experiment():
     base = make_record(seed=0)
     variants = {"rounds": ("fl", "rounds", 5), "clients": ("fl", "clients_per_round", 3),

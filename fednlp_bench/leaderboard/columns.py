@@ -168,6 +168,10 @@ def _trust_columns(table: Table) -> list[Column]:
     if _any(rows, lambda r: r.probes.get("mia_auc")):
         cols.append(Column("mia", "MIA AUC", GROUP_TRUST, True, "Loss-threshold membership inference ROC-AUC on "
                            "the final model (privacy.audit=true); 0.5 = no leakage detected", lower_is_better=True))
+    if _any(rows, lambda r: r.probes.get("canary_digits")):
+        cols.append(Column("canary", "Canary digits", GROUP_TRUST, True, "Canary extraction by model inversion "
+                           "(privacy.canary_attack=invert): share of the canaries' secret digits the best attack "
+                           "method rebuilds from the final model; chance 0.1", lower_is_better=True))
     if _any(rows, lambda r: r.probes.get("flip_rate")):
         cols.append(Column("flip", "Gender flip", GROUP_TRUST, True, "Counterfactual probe: share of affected "
                            f"test texts whose prediction flips when gendered terms are swapped ({p} task)",
@@ -319,8 +323,8 @@ def _misc_cell(row: Row, col: Column, table: Table, out_dir: Path) -> Cell:
         v, delta = row.probes.get("epsilon"), row.probes.get("delta")
         text = f"{row.epsilon_text} {v:.3g}".strip() if v is not None else "∞"
         return Cell(text + (f" ({fmt_delta(delta)})" if v is not None else ""), v)
-    if k in ("mia", "flip"):
-        v = row.probes.get("mia_auc" if k == "mia" else "flip_rate")
+    if k in ("mia", "canary", "flip"):
+        v = row.probes.get({"mia": "mia_auc", "canary": "canary_digits", "flip": "flip_rate"}[k])
         return Cell(fmt_metric(v), v)
     if k == "verified":
         n = row.n_verified

@@ -142,7 +142,7 @@ class Row:
     cost: dict[str, float | None]
     curve: list[CurvePoint]
     curve_split: str  # "val" or "test"
-    probes: dict[str, float | None] = field(default_factory=dict)  # epsilon, mia_auc, flip_rate
+    probes: dict[str, float | None] = field(default_factory=dict)  # epsilon, mia_auc, canary_digits, flip_rate
     epsilon_text: str = ""
     gap: Diff | None = None
     vs_baseline: Diff | None = None
@@ -377,11 +377,23 @@ def _delta_of(record: dict[str, Any]) -> float | None:
     return number(p.get("delta")) if isinstance(p, dict) else None
 
 
+def _canary_digits(record: dict[str, Any]) -> float | None:
+    """Per-digit accuracy of the best canary-inversion method (``audit.canary_inversion``), None without one."""
+    audit = record.get("audit")
+    inversion = audit.get("canary_inversion") if isinstance(audit, dict) else None
+    methods = inversion.get("methods") if isinstance(inversion, dict) else None
+    if not isinstance(methods, dict):
+        return None
+    values = [number(m.get("per_digit_accuracy")) for m in methods.values() if isinstance(m, dict)]
+    return max((v for v in values if v is not None), default=None)
+
+
 def _probes(recs: list[dict[str, Any]]) -> dict[str, float | None]:
     return {
         "epsilon": stat(epsilon_of(r)[1] for r in recs).mean,
         "delta": stat(_delta_of(r) for r in recs).mean,
         "mia_auc": stat(number(((r.get("audit") or {}).get("example") or {}).get("auc")) for r in recs).mean,
+        "canary_digits": stat(_canary_digits(r) for r in recs).mean,
         "flip_rate": stat(number((r["metrics"].get("counterfactual") or {}).get("flip_rate")) for r in recs).mean,
     }
 
