@@ -425,7 +425,8 @@ def main() -> None:
         print(f"\n(a) {TRACK} track, FedAvg\n" + table_a(a_runs, lrs) + "\n\n" + paired_a(a_runs), flush=True)
     if "b" in args.parts:
         b_runs = part_b(args)
-        print("\n(b) DP-FedAvg, health tweets, 1,000 clients, 100 per round\n" + table_b(b_runs) + "\n\n"
+        budget = "smoke budget: 100 clients, 10 per round" if args.smoke else "1,000 clients, 100 per round"
+        print(f"\n(b) DP-FedAvg, health tweets, {budget}\n" + table_b(b_runs) + "\n\n"
               + paired_b(b_runs), flush=True)
         print(f"privacy-utility curve: {plot_b(b_runs, Path(args.out) / 'b-privacy-utility.png')}")
     if "c" in args.parts:
