@@ -62,9 +62,6 @@ DP_SETTINGS = [  # 16 tweets per client: one local epoch = 2 steps of 8; validat
 ]
 COMMON = ["wandb=disabled", "progress=false", "threads=1", "fairness.counterfactual=false"]
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 # --------------------------------------------------------------------------- one run per process
 def make_config(spec: dict):
     """The run configuration a spec describes: a tc-track cell with a PEFT method, or a plain override list."""
@@ -155,13 +152,11 @@ def _record(entry: dict) -> dict:
 
 # --------------------------------------------------------------------------- statistics and tables
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval (nan with one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+    """Mean and the half-width of its 95% Student-t interval (nan with one value), as the leaderboard computes it."""
+    from fednlp_bench.leaderboard.stats import mean_ci as estimate
+
+    est = estimate(values)
+    return est.mean, math.nan if est.half is None else est.half
 
 
 def _mb(n_bytes: float) -> str:
