@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fednlp_bench import provenance, tuning
+from fednlp_bench import track as tracks
 from fednlp_bench.algorithms import CENTRALIZED
 from fednlp_bench.config import RunConfig, stable_config
 from fednlp_bench.errors import ConfigError, RunError
@@ -85,19 +86,39 @@ class Report:
 
 
 # --------------------------------------------------------------------------- cells
-def plan(track: Track, algorithms: list[str] | None = None, seeds: list[int] | None = None) -> list[Cell]:
+def plan(track: Track, algorithms: list[str] | None = None, seeds: list[int] | None = None,
+         partitions: list[str] | None = None) -> list[Cell]:
     """Every cell, seed by seed (so a partial suite holds whole seeds first): the reference on each
-    dataset's first partition, then each partition x algorithm."""
+    dataset's first partition, then each partition x algorithm; ``partitions`` (names) keeps only
+    the cells on those partitions."""
     algs = [a for a in (algorithms or list(track.algorithms)) if a != CENTRALIZED]
     if not algs and not (algorithms and CENTRALIZED in algorithms):
         raise ConfigError(f"track '{track.name}' lists no algorithms; pass --algorithm NAME")
+    keep = {track.partition(name).name for name in partitions} if partitions else None
     seeds = list(seeds) if seeds else list(track.seeds)
     out = []
     for seed in seeds:
         if track.reference is not None:
             out += [Cell(CENTRALIZED, p.name, seed) for p in track.reference_partitions()]
         out += [Cell(a, p.name, seed) for p in track.partitions for a in algs]
+    out = [c for c in out if keep is None or c.partition in keep]
+    if not out:
+        raise ConfigError(f"no cell of track '{track.name}' runs on partition(s) {', '.join(partitions or [])}; "
+                          f"the reference runs on {', '.join(p.name for p in track.reference_partitions())}")
     return out
+
+
+def cell_command(track: Track, cell: Cell, opts: Options) -> list[str]:
+    """The command that runs exactly this cell, stored as the record's ``provenance.command``: the
+    driver's own command line (``--jobs``, worker flags, local paths) cannot be re-run by a reader."""
+    packaged = track.name in tracks.packaged_tracks() and track.path == tracks.track_path(track.name)
+    cmd = ["fednlp-bench", "suite", "--track", track.name if packaged else str(track.path),
+           "--algorithm", cell.algorithm, "--partition", cell.partition, "--seeds", str(cell.seed)]
+    if opts.untuned:
+        cmd.append("--untuned")
+    elif opts.tuned_folder is not None:
+        cmd += ["--tuned-dir", str(opts.tuned_folder)]
+    return cmd
 
 
 def cell_config(track: Track, cell: Cell, opts: Options) -> tuple[RunConfig, dict[tuple[str, ...], Any]]:
@@ -108,7 +129,8 @@ def cell_config(track: Track, cell: Cell, opts: Options) -> tuple[RunConfig, dic
     cfg = track.run_config(cell.algorithm, cell.partition, cell.seed, algorithm_params=None if on_fl else chosen,
                            fl_overrides=chosen if on_fl else None, results_dir=str(opts.results_dir),
                            wandb="disabled", progress=False, threads=opts.threads)
-    extra: dict[tuple[str, ...], Any] = {("track",): track.identity}
+    extra: dict[tuple[str, ...], Any] = {("track",): track.identity,
+                                         ("provenance", "command"): cell_command(track, cell, opts)}
     if doc is not None:
         extra[("tuning",)] = tuning.record_section(doc)
     return cfg, extra

@@ -54,6 +54,8 @@ def _child_args(args) -> list[str]:
     out = ["--track", str(args.track_path), "--results-dir", str(args.results_dir)]
     for a in args.algorithm or []:
         out += ["--algorithm", a]
+    for name in args.partition or []:
+        out += ["--partition", name]
     if args.seeds:
         out += ["--seeds", args.seeds]
     if args.tuned_dir:
@@ -71,7 +73,7 @@ def cmd_suite(args) -> int:
     args.track_path = track.path
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise ConfigError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-    cells = suite.plan(track, args.algorithm, _seeds(args.seeds))
+    cells = suite.plan(track, args.algorithm, _seeds(args.seeds), args.partition)
     opts = suite.Options(Path(args.results_dir), args.tuned_dir, args.untuned, args.threads, args.jobs,
                          not args.no_progress)
     if args.list:
@@ -105,6 +107,8 @@ def register(sub) -> None:
     p = sub.add_parser("suite", help="run every missing (algorithm, partition, seed) cell of a track")
     _track_args(p)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the track's)")
+    p.add_argument("--partition", action="append", default=None, metavar="NAME",
+                   help="only the cells on this track partition (repeatable; default: all)")
     p.add_argument("--results-dir", "--out", dest="results_dir", default="results", type=Path,
                    help="where records go; cells whose record is already there are skipped (default results/)")
     p.add_argument("--jobs", type=int, default=1, help="cells run at once, in as many worker processes (default 1)")

@@ -527,6 +527,32 @@ def test_build_is_deterministic(tmp_path):
     assert snapshot(tmp_path / "a") == a
 
 
+def test_reproduce_lists_commands_a_reader_can_type(tmp_path):
+    """A stored command is shown with ``fednlp-bench`` for the entry point and a packaged track's name
+    for its path; a suite worker's command (it reads its cells on stdin) is not shown at all."""
+    results = tmp_path / "results"
+    commands = {
+        0: ["/home/u/repo/fednlp_bench/__main__.py", "suite", "--track", "/home/u/repo/fednlp_bench/tracks/tc.yaml",
+            "--algorithm", "fedavg", "--cell", "7", "--threads", "1"],
+        1: ["/home/u/repo/fednlp_bench/__main__.py", "suite", "--track", "/home/u/repo/fednlp_bench/tracks/tc.yaml",
+            "--results-dir", "/tmp/r", "--worker", "--threads", "1", "--no-progress", "--no-overview"],
+        2: ["/venv/bin/fednlp-bench", "suite", "--track", "my/tracks/tc.yaml", "--algorithm", "fedavg",
+            "--partition", "iid", "--seeds", "2"],
+    }
+    for rec in standard_records():
+        rec["provenance"]["command"] = commands[rec["seed"]]
+        write_record(results, rec)
+    build([results], tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    shown = [ln.split("<code>")[1].split("</code>")[0] for ln in
+             readme.split("<summary>Reproduce")[1].split("</details>")[0].splitlines()
+             if ln.startswith("- fedavg: <code>") and "verify" not in ln]
+    assert shown == ["fednlp-bench suite --track tc --algorithm fedavg --cell 7 --threads 1",
+                                "fednlp-bench suite --track my/tracks/tc.yaml --algorithm fedavg --partition iid "
+                                "--seeds 2"]
+    assert "--worker" not in readme
+
+
 def test_stale_plots_removed_and_missing_stats_handled(tmp_path):
     results = tmp_path / "results"
     rec = make_record(stats={})

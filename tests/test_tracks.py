@@ -312,6 +312,30 @@ def test_plan_orders_seed_by_seed_with_the_reference_first():
         t.partition("dir0.5")
 
 
+def test_partition_filter_and_each_records_command_plan_exactly_its_cell(tiny_track, tmp_path, capsys):
+    t = tracks.load("tc")
+    assert suite.plan(t, ["fedprox"], [1], ["dir0.1"]) == [suite.Cell("fedprox", "dir0.1", 1)]
+    assert suite.plan(t, ["centralized"], [2], ["natural"]) == [suite.Cell("centralized", "natural", 2)]
+    with pytest.raises(ConfigError, match="no partition 'dir0.5'"):
+        suite.plan(t, ["fedavg"], [0], ["dir0.5"])
+    with pytest.raises(ConfigError, match="reference runs on iid, natural"):
+        suite.plan(t, ["centralized"], [0], ["dir0.1"])
+    # the command stored in each cell's record names the packaged track by name, a track file by its path
+    opts = suite.Options(tmp_path / "r")
+    cmd = suite.cell_command(t, suite.Cell("fedprox", "dir0.1", 1), opts)
+    assert cmd == ["fednlp-bench", "suite", "--track", "tc", "--algorithm", "fedprox", "--partition", "dir0.1",
+                   "--seeds", "1"]
+    assert suite.cell_config(t, suite.Cell("fedprox", "dir0.1", 1), opts)[1][("provenance", "command")] == cmd
+    untuned = suite.Options(tmp_path / "r", untuned=True)
+    assert suite.cell_command(t, suite.Cell("fedprox", "dir0.1", 1), untuned)[-1] == "--untuned"
+    tiny = tracks.load(str(tiny_track))
+    cmd = suite.cell_command(tiny, suite.Cell("fedavg", "iid", 2), opts)
+    assert cmd[3] == str(tiny_track)
+    # typed back in, it lists exactly that one cell
+    rc, out, _ = _cli(capsys, *cmd[1:], "--results-dir", str(tmp_path / "r"), "--list")
+    assert rc == 0 and out.split() == ["0", "missing", "fedavg", "/", "iid", "/", "seed", "2"]
+
+
 def test_budget_fairness_section_reaches_every_cell_and_unknown_sections_are_refused(tmp_path):
     t = tracks.load("tc")
     for p in t.partitions:
@@ -352,6 +376,10 @@ def test_parallel_workers_give_the_records_of_cells_run_alone(tiny_track, tmp_pa
     n, diffs = compare(alone_r[2], pooled_r[2], atol=0.0, rtol=0.0)
     assert n > 50 and not diffs, diffs[:5]
     assert pooled_r[0]["metrics"]["final"] != pooled_r[2]["metrics"]["final"]  # different seeds differ
+    # both record the one-cell command, not the worker's or the --cell driver's command line
+    want = ["fednlp-bench", "suite", "--track", str(tiny_track), "--algorithm", "fedavg", "--partition", "iid",
+            "--seeds", "2"]
+    assert pooled_r[2]["provenance"]["command"] == alone_r[2]["provenance"]["command"] == want
 
 
 def test_a_failing_cell_in_a_worker_stops_the_suite_with_its_error(tiny_track, tmp_path, capsys):

@@ -6,9 +6,11 @@ per column, chosen from the column's largest value, and say it in the header.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fednlp_bench.leaderboard.stats import CONFIDENCE, Diff
 from fednlp_bench.leaderboard.tables import PROVENANCE_KEYS, TTA_FRACTION, Row, Table, record_link, tuning_text
@@ -234,12 +236,28 @@ def reproduce_commands(row: Row, out_dir: Path) -> list[str]:
         tuned = tuning_text(r.record)
         if tuned:
             cmds.append("# " + safe_text(tuned, 300))
-        argv = r.record["provenance"].get("command")
-        if isinstance(argv, list) and len(argv) > 1 and all(isinstance(a, str) for a in argv):
-            argv = ["fednlp-bench" if argv[0].endswith("fednlp-bench") else argv[0], *argv[1:]]
+        argv = portable_command(r.record["provenance"].get("command"))
+        if argv:
             cmds.append(safe_text(shlex.join(argv), 600))
         cmds.append("fednlp-bench verify " + shlex.quote(record_link(r.path, out_dir)))
     return cmds
+
+
+def portable_command(argv: Any) -> list[str] | None:
+    """A stored command as a reader can type it: the entry point (console script or
+    ``.../fednlp_bench/__main__.py``) as ``fednlp-bench`` and a packaged track's path as its name.
+    None for no command, and for a suite worker's (``--worker``: it runs the cells its driver sends on
+    stdin, so its command line names no cell; ``fednlp-bench verify`` still re-runs the record)."""
+    if not (isinstance(argv, list) and len(argv) > 1 and all(isinstance(a, str) for a in argv)):
+        return None
+    if "--worker" in argv:
+        return None
+    head = argv[0].replace("\\", "/")
+    out = ["fednlp-bench" if head.endswith(("fednlp-bench", "fednlp_bench/__main__.py")) else argv[0], *argv[1:]]
+    for i in [i for i, a in enumerate(out[:-1]) if a == "--track"]:
+        packaged = re.fullmatch(r".*fednlp_bench/tracks/([A-Za-z0-9_-]+)\.yaml", out[i + 1].replace("\\", "/"))
+        out[i + 1] = packaged.group(1) if packaged else out[i + 1]
+    return out
 
 
 @dataclass(frozen=True)
