@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fednlp_bench import provenance, tuning
-from fednlp_bench import track as tracks
 from fednlp_bench.algorithms import CENTRALIZED
 from fednlp_bench.config import RunConfig, stable_config
 from fednlp_bench.errors import ConfigError, RunError
-from fednlp_bench.track import Track
+from fednlp_bench.track import Track, packaged_tracks, track_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def plan(track: Track, algorithms: list[str] | None = None, seeds: list[int] | N
 def cell_command(track: Track, cell: Cell, opts: Options) -> list[str]:
     """The command that runs exactly this cell, stored as the record's ``provenance.command``: the
     driver's own command line (``--jobs``, worker flags, local paths) cannot be re-run by a reader."""
-    packaged = track.name in tracks.packaged_tracks() and track.path == tracks.track_path(track.name)
+    packaged = track.name in packaged_tracks() and track.path == track_path(track.name)
     cmd = ["fednlp-bench", "suite", "--track", track.name if packaged else str(track.path),
            "--algorithm", cell.algorithm, "--partition", cell.partition, "--seeds", str(cell.seed)]
     if opts.untuned:
