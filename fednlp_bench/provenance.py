@@ -40,10 +40,24 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return " ".join(line.split(":", 1)[1].split())[:80] or platform.machine()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> str:
+    """The device, as precisely as float results depend on it: on CPU the model, the vector
+    instruction set torch's kernels use (``AVX2``, ``AVX512``...) and the thread count, since a
+    different CPU can round differently (docs/leaderboard.md, "Tolerance")."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    return f"cpu:{cpu_model()} {torch.backends.cpu.get_cpu_capability()} x{torch.get_num_threads()} threads"
 
 
 def collect(device: torch.device) -> dict:

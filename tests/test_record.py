@@ -54,3 +54,24 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(path, boom)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_cpu_device_names_the_model_and_the_kernels_instruction_set(monkeypatch):
+    """Float results can differ between CPUs, so a record's device must tell two CPUs apart:
+    the model from /proc/cpuinfo, the vector ISA torch dispatches to, and the thread count."""
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    from fednlp_bench import provenance
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        want = " ".join(names[0].split()) if names else platform.machine()
+    else:
+        want = platform.processor() or platform.machine()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    desc = provenance.device_description(torch.device("cpu"))
+    assert desc == f"cpu:{want} {torch.backends.cpu.get_cpu_capability()} x3 threads"
