@@ -89,3 +89,45 @@ def test_verify_refuses_an_invalid_record_with_one_line(tmp_path, capsys):
     assert main(["verify", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing field" in err[0]
+
+
+def test_compare_records_matches_by_configuration_and_reports_each_difference(tmp_path):
+    """benchmarks/compare_records.py on real smoke records: an unchanged copy is identical, a copy
+    with one test example flipped differs in exactly that field, another seed has no counterpart,
+    and a broken file is reported, not a crash."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    data = root / "tests" / "data" / "records"
+    ref, new = tmp_path / "ref", tmp_path / "new"
+    ref.mkdir()
+    new.mkdir()
+    fedavg = json.loads((data / "tc-smoke-fedavg.json").read_text())
+    central = json.loads((data / "tc-smoke-centralized.json").read_text())
+    for rec in (fedavg, central):
+        (ref / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    rerun = json.loads(json.dumps(fedavg))  # a re-run elsewhere: other folder and thread count, same experiment
+    rerun["run_id"], rerun["config"]["results_dir"], rerun["config"]["threads"] = "rerun-a", "/elsewhere", 5
+    (new / "a.json").write_text(json.dumps(rerun))
+    flipped = json.loads(json.dumps(central))
+    flipped["run_id"] = "rerun-b"
+    flipped["metrics"]["final"]["accuracy"] = central["metrics"]["final"]["accuracy"] + 0.04  # 1 of 25 test rows
+    (new / "b.json").write_text(json.dumps(flipped))
+    other = json.loads(json.dumps(fedavg))
+    other["run_id"], other["config"]["seed"], other["seed"] = "rerun-c", 7, 7
+    (new / "c.json").write_text(json.dumps(other))
+    (new / "d.json").write_text("{not json")
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "compare_records.py"), str(ref), str(new)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("2 records matched") and "1 identical, 1 differ; 1 without a counterpart, 1 invalid" \
+        in lines[0], done.stdout
+    assert lines[1].startswith("  1 differ in metrics.final.accuracy (e.g. rerun-b: metrics.final.accuracy 0.64 ->")
+    assert lines[2] == "  rerun-c" and lines[3].startswith("  d.json: ")
+    # the same records against themselves: all identical, exit 0
+    same = subprocess.run([sys.executable, str(root / "benchmarks" / "compare_records.py"), str(ref), str(ref)],
+                          capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and same.stdout.startswith("2 records matched") and "2 identical, 0 differ" \
+        in same.stdout, same.stdout
